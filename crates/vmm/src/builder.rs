@@ -1,1 +1,159 @@
-//! placeholder
+//! Builds a VM top to bottom, in the order the hardware would exist: memory, KVM VM,
+//! devices, guest image, vCPUs. Nothing runs guest code until `Vmm::run`.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::arch::layout;
+use crate::config::{SerialConfig, VmConfig};
+use crate::devices::acpi_pm::AcpiPmDevice;
+use crate::devices::cmos::Cmos;
+use crate::devices::i8042::I8042;
+use crate::devices::pvpanic::PvPanic;
+use crate::devices::serial::{InputSource, SerialDevice, SerialOutput, SocketClient};
+use crate::devices::{Bus, BusDevice};
+use crate::exit::ExitEvent;
+use crate::loader::{self, LoadError};
+use crate::memory::{self, MemoryError};
+use crate::vmm::{Devices, Vmm};
+use crate::vstate::vcpu::{Vcpu, VcpuError};
+use crate::vstate::vm::{Vm, VmError};
+use crate::vstate::{KvmContext, KvmError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    #[error("cannot set up {what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("API socket {0} is in use by another process")]
+    SocketInUse(PathBuf),
+    #[error("cannot place a device on the bus: {0}")]
+    Bus(#[from] crate::devices::bus::BusError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let what = what.into();
+    move |source| BuildError::Io { what, source }
+}
+
+/// Binds a Unix socket at `path`, replacing a stale socket file nobody listens on.
+pub fn bind_unix_socket(path: &Path) -> Result<UnixListener, BuildError> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() && UnixStream::connect(path).is_err() {
+            std::fs::remove_file(path).map_err(io(format!("stale socket {}", path.display())))?;
+        } else if meta.file_type().is_socket() {
+            return Err(BuildError::SocketInUse(path.to_path_buf()));
+        }
+    }
+    UnixListener::bind(path).map_err(io(format!("socket {}", path.display())))
+}
+
+fn serial_ends(config: &SerialConfig) -> Result<(SerialOutput, InputSource), BuildError> {
+    Ok(match config {
+        SerialConfig::Stdio => (SerialOutput::Stdout(std::io::stdout()), InputSource::Stdin),
+        SerialConfig::None => (SerialOutput::Sink, InputSource::None),
+        SerialConfig::File(path) => {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(io(format!("serial output file {}", path.display())))?;
+            (SerialOutput::File(file), InputSource::None)
+        }
+        SerialConfig::Socket(path) => {
+            let listener = bind_unix_socket(path)?;
+            listener
+                .set_nonblocking(true)
+                .map_err(io("serial socket"))?;
+            let client: SocketClient = Arc::new(Mutex::new(None));
+            (
+                SerialOutput::Socket(client.clone()),
+                InputSource::Socket { listener, client },
+            )
+        }
+    })
+}
+
+fn shared<D: BusDevice + 'static>(d: D) -> Arc<Mutex<dyn BusDevice>> {
+    Arc::new(Mutex::new(d))
+}
+
+/// Builds the VM described by `config`, ready to run.
+pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
+    // Cheap checks on user input first, so a typo does not cost a KVM VM.
+    let mem = memory::create_guest_memory(config.memory_mib)?;
+    let boot_entry = loader::load_guest(&mem, config)?;
+
+    let kvm = KvmContext::new()?;
+    let vm = Vm::new(&kvm, &mem)?;
+    let exit = Arc::new(ExitEvent::new().map_err(io("exit eventfd"))?);
+
+    let com1_irq = EventFd::new(EFD_NONBLOCK).map_err(io("COM1 irqfd"))?;
+    vm.register_irqfd(&com1_irq, layout::COM1_IRQ)?;
+    let (output, input) = serial_ends(&config.serial)?;
+    let serial = Arc::new(Mutex::new(
+        SerialDevice::new(&com1_irq, output).map_err(io("COM1"))?,
+    ));
+
+    let mut pio = Bus::new();
+    pio.insert(serial.clone(), layout::COM1_PORT, 8)?;
+    pio.insert(
+        shared(I8042::new(exit.clone())),
+        layout::I8042_PORT,
+        layout::I8042_PORT_LEN,
+    )?;
+    pio.insert(
+        shared(Cmos::new(config.memory_mib << 20)),
+        layout::CMOS_PORT,
+        layout::CMOS_PORT_LEN,
+    )?;
+    pio.insert(
+        shared(AcpiPmDevice::new(exit.clone())),
+        layout::ACPI_PM_PORT,
+        layout::ACPI_PM_PORT_LEN,
+    )?;
+    pio.insert(shared(PvPanic::new(exit.clone())), layout::PVPANIC_PORT, 1)?;
+
+    let vcpus = (0..config.vcpus)
+        .map(|i| Vcpu::new(&kvm, &vm, i, config.vcpus, boot_entry))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let api = match &config.api_socket {
+        Some(path) => Some(bind_unix_socket(path)?),
+        None => None,
+    };
+
+    Ok(Vmm::new(
+        config.clone(),
+        mem,
+        kvm,
+        vm,
+        vcpus,
+        Devices {
+            pio: Arc::new(pio),
+            mmio: Arc::new(Bus::new()),
+            serial,
+            serial_input: input,
+        },
+        exit,
+        api,
+    ))
+}

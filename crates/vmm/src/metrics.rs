@@ -45,3 +45,20 @@ impl ExitCounters {
         }
     }
 }
+
+impl ExitCounters {
+    /// Back to zero, as after power-on (used by a reset in place).
+    pub fn reset(&self) {
+        for c in [
+            &self.io_in,
+            &self.io_out,
+            &self.mmio_read,
+            &self.mmio_write,
+            &self.unhandled,
+            &self.hlt,
+            &self.other,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}

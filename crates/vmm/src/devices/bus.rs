@@ -122,7 +122,10 @@ mod tests {
         bus.insert(dev.clone(), 0x3f8, 8).unwrap();
         assert_eq!(
             bus.insert(dev.clone(), 0x3f0, 9),
-            Err(BusError::Overlap { base: 0x3f0, len: 9 })
+            Err(BusError::Overlap {
+                base: 0x3f0,
+                len: 9
+            })
         );
         assert!(bus.insert(dev.clone(), 0x3fc, 1).is_err());
         assert!(bus.insert(dev.clone(), u64::MAX, 2).is_err());

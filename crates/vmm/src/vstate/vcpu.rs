@@ -1,0 +1,414 @@
+//! vCPUs: creation, boot state, and the thread that runs each one.
+//!
+//! A vCPU thread runs `KVM_RUN` in a loop and serves port/MMIO exits from the buses.
+//! The main thread steers it through `VcpuControl` (run, pause, reset) and kicks it
+//! out of `KVM_RUN` with a signal whose handler sets `kvm_run.immediate_exit`, so a
+//! kick that lands just before `KVM_RUN` is never lost.
+
+use std::cell::Cell;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use kvm_bindings::{
+    kvm_mp_state, kvm_run, kvm_sregs, CpuId, Msrs, KVM_MP_STATE_RUNNABLE,
+    KVM_MP_STATE_UNINITIALIZED, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use super::regs::{self, BootEntry};
+use super::vm::Vm;
+use super::KvmContext;
+use crate::devices::Bus;
+use crate::exit::{ExitEvent, VmExit};
+use crate::metrics::ExitCounters;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error("cannot create vCPU {index}")]
+    Create {
+        index: u8,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot set vCPU {index}'s {what}")]
+    Configure {
+        index: u8,
+        what: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("KVM accepted only {set} of {wanted} boot MSRs on vCPU {index}")]
+    PartialMsrs {
+        index: u8,
+        set: usize,
+        wanted: usize,
+    },
+    #[error("cannot install the vCPU kick signal handler")]
+    SignalHandler(#[source] vmm_sys_util::errno::Error),
+    #[error("cannot spawn vCPU thread {index}")]
+    Spawn {
+        index: u8,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The signal that kicks a vCPU thread out of `KVM_RUN`.
+pub fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+thread_local! {
+    /// This thread's `kvm_run` page, for the kick signal handler.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let run = KVM_RUN.with(Cell::get);
+    if !run.is_null() {
+        // SAFETY: `run` was set by this very thread from its VcpuFd's kvm_run mapping,
+        // which lives as long as the thread; it is reset to null before the VcpuFd is
+        // dropped. Writing one byte is async-signal-safe.
+        unsafe { (*run).immediate_exit = 1 };
+    }
+}
+
+/// Installs the kick handler; call once before starting vCPU threads.
+pub fn install_kick_handler() -> Result<(), VcpuError> {
+    register_signal_handler(kick_signal(), handle_kick).map_err(VcpuError::SignalHandler)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    Run,
+    Pause,
+}
+
+struct ControlState {
+    request: Request,
+    /// Bumped on every reset in place; a vCPU that sees a new value reloads its boot state.
+    generation: u64,
+    /// vCPU threads currently parked (paused, or waiting after reporting a VM exit).
+    parked: usize,
+}
+
+/// What the main thread tells the vCPU threads, and how it learns they obeyed.
+pub struct VcpuControl {
+    state: Mutex<ControlState>,
+    changed: Condvar,
+}
+
+impl VcpuControl {
+    pub fn new() -> Self {
+        VcpuControl {
+            state: Mutex::new(ControlState {
+                request: Request::Run,
+                generation: 0,
+                parked: 0,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ControlState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks every vCPU to park; returns once `count` threads are parked.
+    pub fn pause_all(&self, threads: &[JoinHandle<()>]) {
+        self.lock().request = Request::Pause;
+        kick_all(threads);
+        let mut st = self.lock();
+        while st.parked < threads.len() {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    pub fn resume_all(&self) {
+        self.lock().request = Request::Run;
+        self.changed.notify_all();
+    }
+
+    /// Marks a reset in place: parked vCPUs reload their boot state when resumed.
+    pub fn bump_generation(&self) {
+        self.lock().generation += 1;
+    }
+}
+
+impl Default for VcpuControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn kick_all(threads: &[JoinHandle<()>]) {
+    for t in threads {
+        // A thread that already ended cannot be running guest code; nothing to kick.
+        let _ = t.kill(kick_signal());
+    }
+}
+
+/// Everything a vCPU thread shares with the rest of the VMM.
+#[derive(Clone)]
+pub struct VcpuContext {
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub exit: Arc<ExitEvent>,
+    pub counters: Arc<ExitCounters>,
+    pub control: Arc<VcpuControl>,
+}
+
+pub struct Vcpu {
+    pub index: u8,
+    fd: VcpuFd,
+    cpuid: CpuId,
+    initial_sregs: kvm_sregs,
+    boot: BootEntry,
+}
+
+impl Vcpu {
+    pub fn new(
+        kvm: &KvmContext,
+        vm: &Vm,
+        index: u8,
+        vcpus: u8,
+        boot: BootEntry,
+    ) -> Result<Self, VcpuError> {
+        let fd = vm
+            .fd
+            .create_vcpu(u64::from(index))
+            .map_err(|source| VcpuError::Create { index, source })?;
+        let cpuid = super::cpuid::vcpu_cpuid(&kvm.supported_cpuid, index, vcpus);
+        let initial_sregs = fd
+            .get_sregs()
+            .map_err(configure(index, "segment registers"))?;
+        let vcpu = Vcpu {
+            index,
+            fd,
+            cpuid,
+            initial_sregs,
+            boot,
+        };
+        vcpu.fd
+            .set_cpuid2(&vcpu.cpuid)
+            .map_err(configure(index, "CPUID"))?;
+        vcpu.load_boot_state()?;
+        Ok(vcpu)
+    }
+
+    /// Registers, MSRs, FPU and LAPIC as at power-on with the kernel entry loaded.
+    /// APs are left waiting for INIT/SIPI, as on real hardware.
+    fn load_boot_state(&self) -> Result<(), VcpuError> {
+        let index = self.index;
+        let msrs = regs::boot_msrs();
+        let wanted = msrs.len();
+        let msrs = Msrs::from_entries(&msrs).map_err(|_| VcpuError::PartialMsrs {
+            index,
+            set: 0,
+            wanted,
+        })?;
+        let set = self.fd.set_msrs(&msrs).map_err(configure(index, "MSRs"))?;
+        if set != wanted {
+            return Err(VcpuError::PartialMsrs { index, set, wanted });
+        }
+        self.fd
+            .set_sregs(&regs::boot_sregs(self.initial_sregs, self.boot.protocol))
+            .map_err(configure(index, "segment registers"))?;
+        self.fd
+            .set_regs(&regs::boot_regs(self.boot))
+            .map_err(configure(index, "registers"))?;
+        self.fd
+            .set_fpu(&regs::boot_fpu())
+            .map_err(configure(index, "FPU"))?;
+        let mut lapic = self.fd.get_lapic().map_err(configure(index, "LAPIC"))?;
+        regs::set_lint(&mut lapic);
+        self.fd
+            .set_lapic(&lapic)
+            .map_err(configure(index, "LAPIC"))?;
+        let mp_state = if index == 0 {
+            KVM_MP_STATE_RUNNABLE
+        } else {
+            KVM_MP_STATE_UNINITIALIZED
+        };
+        self.fd
+            .set_mp_state(kvm_mp_state { mp_state })
+            .map_err(configure(index, "MP state"))
+    }
+
+    /// Starts the vCPU thread. `on_start` runs first in the new thread (seccomp filter);
+    /// if it fails the VM ends with a VMM error.
+    pub fn start(
+        self,
+        ctx: VcpuContext,
+        on_start: Box<dyn FnOnce() -> Result<(), String> + Send>,
+    ) -> Result<JoinHandle<()>, VcpuError> {
+        let index = self.index;
+        std::thread::Builder::new()
+            .name(format!("fv-vcpu{index}"))
+            .spawn(move || {
+                if let Err(e) = on_start() {
+                    ctx.exit
+                        .request(VmExit::VmmError(format!("vCPU {index}: {e}")));
+                    return;
+                }
+                self.run_loop(&ctx);
+            })
+            .map_err(|source| VcpuError::Spawn { index, source })
+    }
+
+    fn run_loop(mut self, ctx: &VcpuContext) {
+        KVM_RUN.with(|c| c.set(self.fd.get_kvm_run()));
+        let mut generation = 0;
+        loop {
+            // Park while paused; reload boot state after a reset in place.
+            {
+                let mut st = ctx.control.lock();
+                while st.request == Request::Pause {
+                    st.parked += 1;
+                    ctx.control.changed.notify_all();
+                    st = ctx
+                        .control
+                        .changed
+                        .wait(st)
+                        .unwrap_or_else(|e| e.into_inner());
+                    st.parked -= 1;
+                }
+                if st.generation != generation {
+                    generation = st.generation;
+                    drop(st);
+                    if let Err(e) = self.load_boot_state() {
+                        ctx.exit.request(VmExit::VmmError(e.to_string()));
+                        self.park_forever(ctx);
+                    }
+                }
+            }
+            if let Some(exit) = self.run_once(ctx) {
+                ctx.exit.request(exit);
+                // The main thread ends the process; until then, or until a reset
+                // in place, stay out of the guest.
+                self.park_forever(ctx);
+            }
+        }
+    }
+
+    /// Parks until the main thread pauses and resumes us (a reset), then returns.
+    fn park_forever(&mut self, ctx: &VcpuContext) {
+        let mut st = ctx.control.lock();
+        let generation = st.generation;
+        st.parked += 1;
+        ctx.control.changed.notify_all();
+        while st.generation == generation || st.request == Request::Pause {
+            st = ctx
+                .control
+                .changed
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        st.parked -= 1;
+    }
+
+    /// Runs the guest until one exit; returns why the VM must end, if it must.
+    fn run_once(&mut self, ctx: &VcpuContext) -> Option<VmExit> {
+        let c = &ctx.counters;
+        let index = self.index;
+        match self.fd.run() {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                ExitCounters::bump(&c.io_in);
+                if !ctx.pio.read(u64::from(port), data) {
+                    ExitCounters::bump(&c.unhandled);
+                }
+                None
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                ExitCounters::bump(&c.io_out);
+                if !ctx.pio.write(u64::from(port), data) {
+                    ExitCounters::bump(&c.unhandled);
+                }
+                None
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                ExitCounters::bump(&c.mmio_read);
+                if !ctx.mmio.read(addr, data) {
+                    ExitCounters::bump(&c.unhandled);
+                }
+                None
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                ExitCounters::bump(&c.mmio_write);
+                if !ctx.mmio.write(addr, data) {
+                    ExitCounters::bump(&c.unhandled);
+                }
+                None
+            }
+            Ok(VcpuExit::Hlt) => {
+                // Only seen without an in-kernel LAPIC halt; nothing to do but run again.
+                ExitCounters::bump(&c.hlt);
+                None
+            }
+            Ok(VcpuExit::Shutdown) => Some(VmExit::Crash(format!(
+                "triple fault on vCPU {index} (KVM_EXIT_SHUTDOWN)"
+            ))),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(VmExit::Crash(format!(
+                "VM entry failed on vCPU {index}: hardware reason {reason:#x} (host CPU {cpu})"
+            ))),
+            Ok(VcpuExit::InternalError) => {
+                let run = self.fd.get_kvm_run();
+                // SAFETY: KVM filled the `internal` member of the exit union, since the
+                // exit reason is KVM_EXIT_INTERNAL_ERROR.
+                let suberror = unsafe { run.__bindgen_anon_1.internal.suberror };
+                Some(VmExit::Crash(format!(
+                    "KVM internal error on vCPU {index} (suberror {suberror}{})",
+                    if suberror == 1 {
+                        ": emulation failure"
+                    } else {
+                        ""
+                    }
+                )))
+            }
+            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+                KVM_SYSTEM_EVENT_SHUTDOWN => Some(VmExit::PowerOff),
+                KVM_SYSTEM_EVENT_RESET => Some(VmExit::Reboot),
+                KVM_SYSTEM_EVENT_CRASH => Some(VmExit::Crash(format!(
+                    "guest reported a crash on vCPU {index}"
+                ))),
+                _ => {
+                    ExitCounters::bump(&c.other);
+                    None
+                }
+            },
+            Ok(other) => {
+                ExitCounters::bump(&c.other);
+                match other {
+                    VcpuExit::Unknown | VcpuExit::Exception => Some(VmExit::Crash(format!(
+                        "vCPU {index} stopped with an unhandled {other:?} exit"
+                    ))),
+                    _ => None,
+                }
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                // Kicked: clear the flag, then the loop re-reads what the main thread wants.
+                self.fd.set_kvm_immediate_exit(0);
+                None
+            }
+            Err(e) => Some(VmExit::VmmError(format!(
+                "KVM_RUN failed on vCPU {index}: {e}"
+            ))),
+        }
+    }
+}
+
+impl Drop for Vcpu {
+    fn drop(&mut self) {
+        KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
+    }
+}
+
+fn configure(index: u8, what: &'static str) -> impl Fn(kvm_ioctls::Error) -> VcpuError {
+    move |source| VcpuError::Configure {
+        index,
+        what,
+        source,
+    }
+}
