@@ -108,6 +108,16 @@ fn load_kernel(
     }
 }
 
+/// The end of the memory the kernel will use while booting: a bzImage decompresses
+/// itself into `init_size` bytes from its load address, beyond the compressed image.
+fn kernel_end(kernel: &KernelLoaderResult) -> GuestAddress {
+    let unpacked = kernel
+        .setup_header
+        .map(|h| kernel.kernel_load.0 + u64::from(h.init_size))
+        .unwrap_or(0);
+    GuestAddress(kernel.kernel_end.max(unpacked))
+}
+
 /// Loads everything the guest needs to boot and returns where its vCPUs start.
 pub fn load_guest(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootEntry, LoadError> {
     let (kernel, boot_entry) = load_kernel(mem, &config.kernel)?;
@@ -130,12 +140,11 @@ pub fn load_guest(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootEntry,
                 source,
             })?;
             let header_max = kernel.setup_header.map(|h| h.initrd_addr_max);
-            let location =
-                boot::load_initrd(mem, &mut file, header_max, GuestAddress(kernel.kernel_end))
-                    .map_err(|source| LoadError::Initrd {
-                        path: path.clone(),
-                        source,
-                    })?;
+            let location = boot::load_initrd(mem, &mut file, header_max, kernel_end(&kernel))
+                .map_err(|source| LoadError::Initrd {
+                    path: path.clone(),
+                    source,
+                })?;
             Some(location)
         }
     };

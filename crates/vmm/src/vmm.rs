@@ -160,6 +160,9 @@ impl Vmm {
     }
 }
 
+/// Longest a hard stop waits for its HTTP response to be written.
+const STOP_REPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves API requests and VM-exit notifications on the main thread.
 struct Controller {
     config: VmConfig,
@@ -245,6 +248,9 @@ impl Controller {
             // The API thread may have given up waiting; the action still happened.
             let _ = request.reply.send(result);
             if stop {
+                // Let the client get its 204 before the process goes away; a client that
+                // vanished disconnects the channel at once.
+                let _ = request.sent.recv_timeout(STOP_REPLY_GRACE);
                 self.exit.request(VmExit::PowerOff);
             }
         }

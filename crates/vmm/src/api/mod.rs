@@ -1,1 +1,89 @@
-//! placeholder
+//! The VMM's control API: a small, strict HTTP/1.1 server on a Unix socket.
+//!
+//! One thread ("fv-api") parses each request into a [`VmmAction`] (`http`), sends it with a
+//! reply channel to the VMM's event loop, wakes that loop through an `EventFd`, and turns the
+//! reply into an HTTP response (`server`). The VMM decides whether an action fits the VM's
+//! state; this module only speaks HTTP. See `docs/vmm-api.md` for the wire contract.
+
+pub mod client;
+pub mod http;
+pub mod server;
+
+use std::sync::mpsc::Sender;
+
+use serde::{Deserialize, Serialize};
+
+pub use client::http_request;
+pub use server::start_api_server;
+
+use crate::metrics::ExitCountersSnapshot;
+
+/// A command for the VMM, parsed from one API request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmmAction {
+    /// `GET /vm`
+    GetInfo,
+    /// `PUT /vm/pause`
+    Pause,
+    /// `PUT /vm/resume`
+    Resume,
+    /// `PUT /vm/stop`: hard stop; the VMM process then exits with status 0.
+    Stop,
+    /// `PUT /vm/reset`: hard reset in place.
+    Reset,
+}
+
+/// The VM's run state, serialised as `"Running"` / `"Paused"`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum VmState {
+    Running,
+    Paused,
+}
+
+/// The body of `GET /vm`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct VmInfo {
+    pub state: VmState,
+    pub vcpus: u8,
+    pub memory_mib: u64,
+    pub uptime_ms: u64,
+    pub exits: ExitCountersSnapshot,
+}
+
+/// What a successful action returns: `Info` becomes 200 + JSON, `Empty` becomes 204.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VmmData {
+    Info(VmInfo),
+    Empty,
+}
+
+/// Why the VMM refused or failed an action. The message is sent to the client as is.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// The action does not fit the VM's state (e.g. "the VM is already paused"): HTTP 400.
+    #[error("{0}")]
+    BadState(&'static str),
+    /// The action was valid but failed: HTTP 500.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ActionError {
+    /// The HTTP status this error maps to.
+    pub fn status(&self) -> u16 {
+        match self {
+            ActionError::BadState(_) => 400,
+            ActionError::Failed(_) => 500,
+        }
+    }
+}
+
+/// One action on its way to the VMM; the VMM answers exactly once on `reply`.
+#[derive(Debug)]
+pub struct ApiRequest {
+    pub action: VmmAction,
+    pub reply: Sender<Result<VmmData, ActionError>>,
+    /// Gets `()` once the response is written to the client, or disconnects if it cannot
+    /// be: the VMM waits on it before exiting after a stop, so the client sees its 204.
+    pub sent: std::sync::mpsc::Receiver<()>,
+}

@@ -1,1 +1,393 @@
-//! placeholder
+//! ACPI tables for a hardware-reduced platform: RSDP, XSDT, FADT, MADT and DSDT, packed in
+//! that order from `ACPI_START`.
+//!
+//! Power-off and reboot go through the FADT's sleep control and reset registers, served by
+//! `devices::acpi_pm`; there is no PM1 block, SCI or GPE.
+
+use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile, FADT};
+use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
+use acpi_tables::madt::{EnabledStatus, IoApic, ProcessorLocalApic};
+use acpi_tables::rsdp::Rsdp;
+use acpi_tables::sdt::Sdt;
+use acpi_tables::xsdt::XSDT;
+use acpi_tables::{aml, Aml};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::arch::layout;
+use crate::memory::GuestMemoryMmap;
+
+const OEM_ID: [u8; 6] = *b"FERROV";
+const OEM_REVISION: u32 = 1;
+/// Tables start on 8-byte boundaries so 64-bit fields (XSDT entries) are aligned.
+const TABLE_ALIGN: u64 = 8;
+
+/// MADT flags: PCAT_COMPAT, the in-kernel dual 8259 is present (Linux masks it).
+const MADT_PCAT_COMPAT: u32 = 1;
+/// MADT interrupt source override flags: active high (bits 0-1 = 01), edge (bits 2-3 = 01).
+const MPS_INTI_EDGE_HIGH: u16 = 0b0101;
+/// FADT IA-PC boot architecture flags (ACPI 6.5 table 5.11).
+const IAPC_LEGACY_DEVICES: u16 = 1 << 0;
+/// Our i8042 exists; without this Linux's i8042 driver gives up when PNP finds none.
+const IAPC_8042: u16 = 1 << 1;
+const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
+/// CMOS register holding the century, so guests read the full year.
+const CMOS_CENTURY_REG: u8 = 0x32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcpiError {
+    #[error("cannot describe {vcpus} vCPUs: between 1 and {max} are supported")]
+    VcpuCount { vcpus: u8, max: u8 },
+    #[error("ACPI tables end at {end:#x}, past the end of their area at {limit:#x}")]
+    TooLarge { end: u64, limit: u64 },
+    #[error("cannot write the ACPI {table} at {addr:#x} into guest memory")]
+    Write {
+        table: &'static str,
+        addr: u64,
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
+}
+
+fn bytes_of(t: &dyn Aml) -> Vec<u8> {
+    let mut v = Vec::new();
+    t.to_aml_bytes(&mut v);
+    v
+}
+
+fn table_id(name: &[u8; 4]) -> [u8; 8] {
+    let mut id = *b"FV      ";
+    id[2..6].copy_from_slice(name);
+    id
+}
+
+fn io_gas(port: u64) -> GAS {
+    GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, port)
+}
+
+/// DSDT: `\_S5_` (soft off), COM1 and the pvpanic device.
+fn dsdt() -> Vec<u8> {
+    let s5 = layout::ACPI_S5_SLP_TYP;
+    // SLP_TYPa, SLP_TYPb, reserved, reserved; hardware-reduced sleep uses only SLP_TYPa.
+    let s5_pkg = aml::Package::new(vec![&s5, &s5, &aml::ZERO, &aml::ZERO]);
+    let s5_name = aml::Name::new("\\_S5_".into(), &s5_pkg);
+
+    // The PortIO map fixes these; the casts only narrow constants that fit.
+    let com1_port = layout::COM1_PORT as u16;
+    let com1_hid = aml::EISAName::new("PNP0501");
+    let com1_io = aml::IO::new(com1_port, com1_port, 1, 8);
+    let com1_irq = aml::Interrupt::new(true, true, false, false, layout::COM1_IRQ);
+    let com1_crs = aml::ResourceTemplate::new(vec![&com1_io, &com1_irq]);
+    let com1_fields = [
+        aml::Name::new("_HID".into(), &com1_hid),
+        aml::Name::new("_UID".into(), &aml::ZERO),
+        aml::Name::new("_STA".into(), &0x0fu8),
+        aml::Name::new("_CRS".into(), &com1_crs),
+    ];
+    let com1 = aml::Device::new(
+        "COM1".into(),
+        com1_fields.iter().map(|n| n as &dyn Aml).collect(),
+    );
+
+    let pvpanic_port = layout::PVPANIC_PORT as u16;
+    let pvpanic_hid: aml::AmlStr = "QEMU0001";
+    let pvpanic_io = aml::IO::new(pvpanic_port, pvpanic_port, 1, 1);
+    let pvpanic_crs = aml::ResourceTemplate::new(vec![&pvpanic_io]);
+    let pvpanic_fields = [
+        aml::Name::new("_HID".into(), &pvpanic_hid),
+        aml::Name::new("_UID".into(), &aml::ZERO),
+        aml::Name::new("_STA".into(), &0x0fu8),
+        aml::Name::new("_CRS".into(), &pvpanic_crs),
+    ];
+    let pvpanic = aml::Device::new(
+        "PEVT".into(),
+        pvpanic_fields.iter().map(|n| n as &dyn Aml).collect(),
+    );
+
+    let sb = aml::Scope::new("\\_SB_".into(), vec![&com1, &pvpanic]);
+
+    let mut table = Sdt::new(
+        *b"DSDT",
+        36,
+        // Revision 2: AML integers are 64-bit.
+        2,
+        OEM_ID,
+        table_id(b"DSDT"),
+        OEM_REVISION,
+    );
+    table.append_slice(&bytes_of(&s5_name));
+    table.append_slice(&bytes_of(&sb));
+    table.as_slice().to_vec()
+}
+
+fn fadt(dsdt_addr: u64) -> Vec<u8> {
+    let mut fadt = FADTBuilder::new(OEM_ID, table_id(b"FACP"), OEM_REVISION)
+        .flag(Flags::HwReducedAcpi)
+        .flag(Flags::ResetRegSup)
+        // No fixed-feature power or sleep button.
+        .flag(Flags::PwrButton)
+        .flag(Flags::SlpButton)
+        .preferred_pm_profile(PmProfile::EnterpriseServer)
+        .dsdt_64(dsdt_addr);
+    fadt.reset_reg = io_gas(layout::ACPI_RESET_PORT);
+    fadt.reset_value = layout::ACPI_RESET_VALUE;
+    fadt.sleep_control_reg = io_gas(layout::ACPI_SLEEP_CONTROL_PORT);
+    fadt.sleep_status_reg = io_gas(layout::ACPI_SLEEP_STATUS_PORT);
+    fadt.iapc_boot_arch = (IAPC_LEGACY_DEVICES | IAPC_8042 | IAPC_VGA_NOT_PRESENT).into();
+    fadt.century = CMOS_CENTURY_REG;
+    fadt.hypervisor_vendor_identity = u64::from_le_bytes(*b"FERROVSR").into();
+    bytes_of(&fadt.finalize())
+}
+
+/// MADT built on `Sdt` because acpi_tables' `MADT` has no flags or x86 override entries.
+fn madt(vcpus: u8) -> Vec<u8> {
+    let mut madt = Sdt::new(*b"APIC", 44, 5, OEM_ID, table_id(b"APIC"), OEM_REVISION);
+    // LAPIC_START is below 4 GiB by the memory map.
+    madt.write_u32(36, layout::LAPIC_START as u32);
+    madt.write_u32(40, MADT_PCAT_COMPAT);
+    for id in 0..vcpus {
+        madt.append_slice(&bytes_of(&ProcessorLocalApic::new(
+            id,
+            id,
+            EnabledStatus::Enabled,
+        )));
+    }
+    madt.append_slice(&bytes_of(&IoApic::new(
+        vcpus,
+        layout::IOAPIC_START as u32,
+        0,
+    )));
+    // Interrupt source override: ISA IRQ 0 (the PIT) arrives on IOAPIC pin 2, as KVM wires it.
+    let mut iso = vec![2u8, 10, 0, 0];
+    iso.extend_from_slice(&2u32.to_le_bytes());
+    iso.extend_from_slice(&MPS_INTI_EDGE_HIGH.to_le_bytes());
+    madt.append_slice(&iso);
+    // Local APIC NMI: LINT1 of every processor (uid 0xff) is the NMI line.
+    let mut nmi = vec![4u8, 6, 0xff];
+    nmi.extend_from_slice(&0u16.to_le_bytes());
+    nmi.push(1);
+    madt.append_slice(&nmi);
+    madt.as_slice().to_vec()
+}
+
+fn align(addr: u64) -> u64 {
+    addr.next_multiple_of(TABLE_ALIGN)
+}
+
+/// Writes the ACPI tables for `vcpus` vCPUs into `mem` and returns the RSDP's address,
+/// which the boot protocol passes to the kernel.
+pub fn create_acpi_tables(mem: &GuestMemoryMmap, vcpus: u8) -> Result<GuestAddress, AcpiError> {
+    if vcpus == 0 || vcpus > layout::MAX_VCPUS {
+        return Err(AcpiError::VcpuCount {
+            vcpus,
+            max: layout::MAX_VCPUS,
+        });
+    }
+    let dsdt = dsdt();
+    let madt = madt(vcpus);
+    const XSDT_ENTRIES: u64 = 3;
+
+    let rsdp_addr = layout::ACPI_START;
+    let xsdt_addr = align(rsdp_addr + Rsdp::len() as u64);
+    let fadt_addr = align(xsdt_addr + 36 + 8 * XSDT_ENTRIES);
+    let madt_addr = align(fadt_addr + FADT::len() as u64);
+    let dsdt_addr = align(madt_addr + madt.len() as u64);
+    let end = dsdt_addr + dsdt.len() as u64;
+    if end > layout::ACPI_END {
+        return Err(AcpiError::TooLarge {
+            end,
+            limit: layout::ACPI_END,
+        });
+    }
+    let fadt = fadt(dsdt_addr);
+
+    let mut xsdt = XSDT::new(OEM_ID, table_id(b"XSDT"), OEM_REVISION);
+    xsdt.add_entry(fadt_addr);
+    xsdt.add_entry(madt_addr);
+    xsdt.add_entry(dsdt_addr);
+    let xsdt = bytes_of(&xsdt);
+    debug_assert_eq!(xsdt.len() as u64, 36 + 8 * XSDT_ENTRIES);
+    let rsdp = bytes_of(&Rsdp::new(OEM_ID, xsdt_addr));
+
+    for (table, addr, bytes) in [
+        ("RSDP", rsdp_addr, &rsdp),
+        ("XSDT", xsdt_addr, &xsdt),
+        ("FADT", fadt_addr, &fadt),
+        ("MADT", madt_addr, &madt),
+        ("DSDT", dsdt_addr, &dsdt),
+    ] {
+        mem.write_slice(bytes, GuestAddress(addr))
+            .map_err(|source| AcpiError::Write {
+                table,
+                addr,
+                source,
+            })?;
+    }
+    Ok(GuestAddress(rsdp_addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::create_guest_memory;
+
+    fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
+        v
+    }
+
+    fn u32_at(b: &[u8], off: usize) -> u32 {
+        u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+    }
+
+    fn u64_at(b: &[u8], off: usize) -> u64 {
+        u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+    }
+
+    /// Reads a whole SDT by the length in its header and checks its checksum.
+    fn table(mem: &GuestMemoryMmap, addr: u64) -> Vec<u8> {
+        let len = u32_at(&read(mem, addr, 8), 4) as usize;
+        assert!((36..0x2_0000).contains(&len));
+        assert!(addr + len as u64 <= layout::ACPI_END);
+        let t = read(mem, addr, len);
+        let sum = t.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        assert_eq!(sum, 0, "checksum of {}", String::from_utf8_lossy(&t[..4]));
+        t
+    }
+
+    /// The tables by signature, reached from the RSDP as a guest would.
+    fn tables(mem: &GuestMemoryMmap, rsdp: GuestAddress) -> Vec<Vec<u8>> {
+        let r = read(mem, rsdp.0, 36);
+        assert_eq!(&r[..8], b"RSD PTR ");
+        assert_eq!(r[15], 2, "revision");
+        assert_eq!(r[..20].iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
+        assert_eq!(r.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
+        assert_eq!(u32_at(&r, 20), 36);
+        let xsdt = table(mem, u64_at(&r, 24));
+        assert_eq!(&xsdt[..4], b"XSDT");
+        let mut all: Vec<Vec<u8>> = (36..xsdt.len())
+            .step_by(8)
+            .map(|off| table(mem, u64_at(&xsdt, off)))
+            .collect();
+        all.push(xsdt);
+        all
+    }
+
+    fn find<'a>(all: &'a [Vec<u8>], sig: &[u8; 4]) -> &'a [u8] {
+        all.iter().find(|t| &t[..4] == sig).unwrap()
+    }
+
+    #[test]
+    fn rsdp_and_xsdt_point_at_the_tables() {
+        let mem = create_guest_memory(64).unwrap();
+        let rsdp = create_acpi_tables(&mem, 2).unwrap();
+        assert_eq!(rsdp, GuestAddress(layout::ACPI_START));
+        let all = tables(&mem, rsdp);
+        let sigs: Vec<&[u8]> = all.iter().map(|t| &t[..4]).collect();
+        assert_eq!(sigs, [b"FACP", b"APIC", b"DSDT", b"XSDT"]);
+    }
+
+    #[test]
+    fn madt_lists_every_vcpu_and_the_ioapic() {
+        let mem = create_guest_memory(64).unwrap();
+        for vcpus in [1u8, 4, layout::MAX_VCPUS] {
+            let all = tables(&mem, create_acpi_tables(&mem, vcpus).unwrap());
+            let madt = find(&all, b"APIC");
+            assert_eq!(u32_at(madt, 36), layout::LAPIC_START as u32);
+            assert_eq!(u32_at(madt, 40), MADT_PCAT_COMPAT);
+            let mut off = 44;
+            let (mut lapics, mut ioapics, mut overrides) = (0, 0, 0);
+            while off < madt.len() {
+                let (kind, len) = (madt[off], madt[off + 1] as usize);
+                let e = &madt[off..off + len];
+                match kind {
+                    0 => {
+                        assert_eq!((e[2], e[3], u32_at(e, 4)), (lapics, lapics, 1));
+                        lapics += 1;
+                    }
+                    1 => {
+                        assert_eq!(e[2], vcpus);
+                        assert_eq!(u32_at(e, 4), layout::IOAPIC_START as u32);
+                        assert_eq!(u32_at(e, 8), 0);
+                        ioapics += 1;
+                    }
+                    2 => {
+                        assert_eq!((e[2], e[3], u32_at(e, 4)), (0, 0, 2));
+                        overrides += 1;
+                    }
+                    4 => assert_eq!((e[2], e[5]), (0xff, 1)),
+                    other => panic!("unexpected MADT entry type {other}"),
+                }
+                off += len;
+            }
+            assert_eq!(off, madt.len());
+            assert_eq!((lapics, ioapics, overrides), (vcpus, 1, 1));
+        }
+    }
+
+    #[test]
+    fn fadt_is_hardware_reduced_with_sleep_and_reset_registers() {
+        let mem = create_guest_memory(64).unwrap();
+        let all = tables(&mem, create_acpi_tables(&mem, 1).unwrap());
+        let fadt = find(&all, b"FACP");
+        assert_eq!(fadt.len(), 276);
+        assert_eq!((fadt[8], fadt[131]), (6, 5), "FADT revision 6.5");
+        let flags = u32_at(fadt, 112);
+        assert_ne!(flags & (1 << 20), 0, "HW_REDUCED_ACPI");
+        assert_ne!(flags & (1 << 10), 0, "RESET_REG_SUP");
+        let gas = |off: usize| {
+            (
+                fadt[off],
+                fadt[off + 1],
+                fadt[off + 3],
+                u64_at(fadt, off + 4),
+            )
+        };
+        assert_eq!(gas(116), (1, 8, 1, layout::ACPI_RESET_PORT));
+        assert_eq!(fadt[128], layout::ACPI_RESET_VALUE);
+        assert_eq!(gas(244), (1, 8, 1, layout::ACPI_SLEEP_CONTROL_PORT));
+        assert_eq!(gas(256), (1, 8, 1, layout::ACPI_SLEEP_STATUS_PORT));
+        // No FACS on a hardware-reduced platform; DSDT only through the 64-bit field.
+        assert_eq!((u32_at(fadt, 36), u64_at(fadt, 132)), (0, 0));
+        assert_eq!(u32_at(fadt, 40), 0);
+        let dsdt_addr = u64_at(fadt, 140);
+        assert_eq!(&read(&mem, dsdt_addr, 4), b"DSDT");
+        assert_eq!(
+            u16::from_le_bytes([fadt[109], fadt[110]]) & IAPC_8042,
+            IAPC_8042
+        );
+    }
+
+    #[test]
+    fn dsdt_names_s5_com1_and_pvpanic() {
+        let mem = create_guest_memory(64).unwrap();
+        let all = tables(&mem, create_acpi_tables(&mem, 1).unwrap());
+        let dsdt = find(&all, b"DSDT");
+        let has = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+        // Name(\_S5_, Package(4) { 5, 5, 0, 0 }): PackageOp, length, count, BytePrefix 5 ...
+        let s5 = layout::ACPI_S5_SLP_TYP;
+        assert!(has(&[
+            b'\\', b'_', b'S', b'5', b'_', 0x12, 0x08, 4, 0x0a, s5, 0x0a, s5
+        ]));
+        assert!(has(b"COM1"));
+        // EISAID("PNP0501") encodes to 0x0105d041.
+        assert!(has(&0x0105_d041u32.to_le_bytes()));
+        // IO(Decode16, 0x3f8, 0x3f8, 1, 8) and IO(Decode16, 0x505, 0x505, 1, 1).
+        assert!(has(&[0x47, 1, 0xf8, 0x03, 0xf8, 0x03, 1, 8]));
+        assert!(has(&[0x47, 1, 0x05, 0x05, 0x05, 0x05, 1, 1]));
+        assert!(has(b"QEMU0001\0"));
+    }
+
+    #[test]
+    fn bad_vcpu_counts_are_refused() {
+        let mem = create_guest_memory(64).unwrap();
+        assert!(matches!(
+            create_acpi_tables(&mem, 0),
+            Err(AcpiError::VcpuCount { .. })
+        ));
+        assert!(matches!(
+            create_acpi_tables(&mem, layout::MAX_VCPUS + 1),
+            Err(AcpiError::VcpuCount { .. })
+        ));
+    }
+}

@@ -16,8 +16,10 @@ pub const IDT_START: u64 = 0x520;
 pub const PVH_INFO_START: u64 = 0x6000;
 /// hvm_memmap_table_entry array, right after hvm_start_info (which is 0x38 bytes).
 pub const PVH_MEMMAP_START: u64 = 0x6040;
-/// Room for (0x7000 - 0x6040) / 24 = 106 entries; we write at most 4.
+/// 106 entries (24 bytes each) end at 0x6a30, well before the module list; we write at most 4.
 pub const PVH_MEMMAP_MAX_ENTRIES: usize = 106;
+/// The PVH module list (one entry: the initrd), the last 32 bytes before the zero page.
+pub const PVH_MODLIST_START: u64 = 0x6fe0;
 pub const ZERO_PAGE_START: u64 = 0x7000;
 pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
 pub const PML4_START: u64 = 0x9000;
