@@ -45,7 +45,7 @@ pub enum BuildError {
     },
     #[error("API socket {0} is in use by another process")]
     SocketInUse(PathBuf),
-    #[error("cannot place a device on the bus: {0}")]
+    #[error("cannot place a device on the bus")]
     Bus(#[from] crate::devices::bus::BusError),
 }
 

@@ -22,7 +22,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid: {source}")]
+    #[error("config file {path} is not valid")]
     Parse {
         path: PathBuf,
         #[source]
@@ -305,7 +305,13 @@ mod tests {
 
         std::fs::write(&path, r#"{"kernel": "/k", "vcpu": 2}"#).unwrap();
         let err = cli(&["--config", path.to_str().unwrap()]).unwrap_err();
-        assert!(err.to_string().contains("unknown field"), "{err}");
+        assert!(
+            std::error::Error::source(&err)
+                .unwrap()
+                .to_string()
+                .contains("unknown field"),
+            "{err}"
+        );
         std::fs::write(&path, "{not json").unwrap();
         assert!(matches!(
             cli(&["--config", path.to_str().unwrap()]),

@@ -17,27 +17,24 @@ use crate::vstate::regs::{self, BootEntry, BootProtocol};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot open kernel {path}")]
-    OpenKernel {
+    #[error("cannot open {what} {path}")]
+    Open {
+        what: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("{what} {path} is not a regular file")]
+    NotAFile { what: &'static str, path: PathBuf },
     #[error("kernel {path} is empty")]
     EmptyKernel { path: PathBuf },
-    #[error("kernel {path} is not a loadable ELF vmlinux or bzImage: {source}")]
+    #[error("kernel {path} is not a loadable ELF vmlinux or bzImage")]
     BadKernel {
         path: PathBuf,
         #[source]
         source: linux_loader::loader::Error,
     },
-    #[error("cannot open initrd {path}")]
-    OpenInitrd {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("initrd {path}: {source}")]
+    #[error("initrd {path}")]
     Initrd {
         path: PathBuf,
         #[source]
@@ -57,26 +54,41 @@ const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
 /// The 64-bit entry point sits 0x200 bytes into a bzImage's protected-mode code.
 const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
 
+/// Opens a kernel or initrd, refusing directories and devices with a clear message.
+fn open_regular(what: &'static str, path: &Path) -> Result<File, LoadError> {
+    let open = |source| LoadError::Open {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(open)?;
+    if !file.metadata().map_err(open)?.is_file() {
+        return Err(LoadError::NotAFile {
+            what,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(file)
+}
+
 fn load_kernel(
     mem: &GuestMemoryMmap,
     path: &Path,
 ) -> Result<(KernelLoaderResult, BootEntry), LoadError> {
-    let mut file = File::open(path).map_err(|source| LoadError::OpenKernel {
+    let mut file = open_regular("kernel", path)?;
+    let read_error = |source| LoadError::Open {
+        what: "kernel",
         path: path.to_path_buf(),
         source,
-    })?;
+    };
     let mut magic = [0u8; 4];
-    let read = file.read(&mut magic).unwrap_or(0);
+    let read = file.read(&mut magic).map_err(read_error)?;
     if read == 0 {
         return Err(LoadError::EmptyKernel {
             path: path.to_path_buf(),
         });
     }
-    file.seek(SeekFrom::Start(0))
-        .map_err(|source| LoadError::OpenKernel {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    file.seek(SeekFrom::Start(0)).map_err(read_error)?;
     let himem = Some(GuestAddress(layout::HIMEM_START));
     let bad = |source| LoadError::BadKernel {
         path: path.to_path_buf(),
@@ -135,10 +147,7 @@ pub fn load_guest(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootEntry,
     let initrd = match &config.initrd {
         None => None,
         Some(path) => {
-            let mut file = File::open(path).map_err(|source| LoadError::OpenInitrd {
-                path: path.clone(),
-                source,
-            })?;
+            let mut file = open_regular("initrd", path)?;
             let header_max = kernel.setup_header.map(|h| h.initrd_addr_max);
             let location = boot::load_initrd(mem, &mut file, header_max, kernel_end(&kernel))
                 .map_err(|source| LoadError::Initrd {

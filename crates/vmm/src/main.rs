@@ -42,8 +42,12 @@ fn fail(e: &dyn std::error::Error) -> ! {
     let mut msg = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        // Some libraries (linux-loader) repeat their cause in their own message.
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
         source = s.source();
     }
     eprintln!("fv-vmm: {msg}");

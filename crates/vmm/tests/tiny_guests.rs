@@ -1,0 +1,569 @@
+//! End-to-end tests of fv-vmm with the tiny hand-written guests in `tests/guests/`.
+//!
+//! Each test boots a guest (assembled and linked at test time, see `common::guest`) and
+//! checks what a user would: the serial output, the exit status (0 powered off, 10 reboot,
+//! 11 crash, 1 VMM error) and the API's answers. Every run is bounded by
+//! `common::VM_TIMEOUT`; a hung VMM is killed and fails the test.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+/// Number of each kind of exit the `exits` guest makes (its `K`).
+const EXITS_K: u64 = 100;
+
+fn assert_no_panic(vmm: &Vmm) {
+    assert!(
+        !vmm.stderr().contains("panicked"),
+        "fv-vmm panicked\n{}",
+        vmm.describe()
+    );
+}
+
+/// Boot `guest` with `extra` flags, wait for it to exit; assert the exit code and that
+/// the serial output contains `expect_out`.
+fn boot_and_expect(guest_name: &str, extra: &[&str], code: i32, expect_out: &str) -> Vmm {
+    let mut vmm = Vmm::boot(&guest(guest_name), extra);
+    let got = vmm.wait_exit();
+    assert_eq!(
+        got,
+        code,
+        "exit status of guest {guest_name}\n{}",
+        vmm.describe()
+    );
+    assert!(
+        vmm.stdout().contains(expect_out),
+        "missing {expect_out:?}\n{}",
+        vmm.describe()
+    );
+    assert_no_panic(&vmm);
+    vmm
+}
+
+// ---- the guests themselves ----
+
+/// Every guest in tests/guests assembles and links into what fv-vmm's ELF path expects:
+/// ELF64 x86-64, entry at 0x200000, one PT_LOAD at p_paddr 0x200000, no PT_NOTE (no PVH).
+#[test]
+fn guests_build_as_elf64_without_pvh_note() {
+    let mut names: Vec<String> = std::fs::read_dir(guests_dir())
+        .expect("read tests/guests")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".S").map(str::to_string))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 9, "guests: {names:?}");
+    for name in &names {
+        let elf = std::fs::read(guest(name)).unwrap();
+        let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap());
+        let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+        assert_eq!(&elf[..4], b"\x7fELF", "{name}");
+        assert_eq!(elf[4], 2, "{name}: not ELFCLASS64");
+        assert_eq!(u16_at(18), 62, "{name}: not EM_X86_64");
+        assert_eq!(u64_at(24), 0x200000, "{name}: entry");
+        let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56));
+        let mut loads = 0;
+        for i in 0..phnum as usize {
+            let ph = phoff + i * phentsize;
+            let p_type = u32_at(ph);
+            assert_ne!(p_type, 4, "{name}: has a PT_NOTE");
+            if p_type == 1 {
+                loads += 1;
+                assert_eq!(u64_at(ph + 24), 0x200000, "{name}: p_paddr");
+            }
+        }
+        assert_eq!(loads, 1, "{name}: PT_LOAD count");
+    }
+}
+
+// ---- power off, reboot, crash ----
+
+#[test]
+fn hello_prints_and_powers_off() {
+    boot_and_expect("hello", &[], 0, "hello from ferrovisor\n");
+}
+
+#[test]
+fn serial_file_receives_output() {
+    let dir = TempDir::new("serfile");
+    let out = dir.join("serial.log");
+    let path = format!("file={}", out.display());
+    let mut vmm = Vmm::spawn([
+        "--kernel",
+        guest("hello").to_str().unwrap(),
+        "--serial",
+        &path,
+    ]);
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    let log = std::fs::read_to_string(&out)
+        .unwrap_or_else(|e| panic!("read {}: {e}\n{}", out.display(), vmm.describe()));
+    assert!(
+        log.contains("hello from ferrovisor\n"),
+        "serial file: {log:?}"
+    );
+    assert!(
+        !vmm.stdout().contains("hello from ferrovisor"),
+        "{}",
+        vmm.describe()
+    );
+    assert_no_panic(&vmm);
+}
+
+#[test]
+fn serial_none_discards_output() {
+    let mut vmm = Vmm::spawn([
+        "--kernel",
+        guest("hello").to_str().unwrap(),
+        "--serial",
+        "none",
+    ]);
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    assert!(
+        !vmm.stdout().contains("hello from ferrovisor"),
+        "{}",
+        vmm.describe()
+    );
+    assert_no_panic(&vmm);
+}
+
+#[test]
+fn reboot_through_i8042_exits_10() {
+    boot_and_expect("reboot_i8042", &[], 10, "rebooting via i8042\n");
+}
+
+#[test]
+fn reboot_through_acpi_exits_10() {
+    boot_and_expect("reboot_acpi", &[], 10, "rebooting via acpi\n");
+}
+
+#[test]
+fn triple_fault_exits_11() {
+    let vmm = boot_and_expect("triple_fault", &[], 11, "triple faulting\n");
+    assert!(!vmm.stdout().contains("still alive"), "{}", vmm.describe());
+}
+
+#[test]
+fn pvpanic_exits_11() {
+    boot_and_expect("pvpanic", &[], 11, "panicking via pvpanic\n");
+}
+
+// ---- SMP ----
+
+fn smp(n: u32) {
+    let n_s = n.to_string();
+    let cmdline = format!("cpus={n}");
+    let vmm = boot_and_expect("smp", &["--vcpus", &n_s, "--cmdline", &cmdline], 0, "");
+    let out = vmm.stdout();
+    let lines: Vec<&str> = out.lines().map(str::trim_end).collect();
+    for i in 0..n {
+        let want = format!("cpu {i} up");
+        assert!(
+            lines.contains(&want.as_str()),
+            "missing {want:?}\n{}",
+            vmm.describe()
+        );
+    }
+    let all = format!("all {n} cpus up");
+    assert!(
+        lines.contains(&all.as_str()),
+        "missing {all:?}\n{}",
+        vmm.describe()
+    );
+}
+
+#[test]
+fn smp_1_vcpu() {
+    smp(1);
+}
+
+#[test]
+fn smp_2_vcpus_start_with_init_sipi() {
+    smp(2);
+}
+
+#[test]
+fn smp_4_vcpus_start_with_init_sipi() {
+    smp(4);
+}
+
+#[test]
+fn smp_32_vcpus_start_with_init_sipi() {
+    smp(32);
+}
+
+// ---- serial input ----
+
+#[test]
+fn echo_serial_input() {
+    let mut vmm = Vmm::boot(&guest("echo"), &[]);
+    vmm.wait_for_output("echo: ready\n");
+    vmm.write_stdin(b"hello, World 42\n");
+    vmm.wait_for_output("HELLO, WORLD 42\n");
+    vmm.write_stdin(b"quit\n");
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    assert!(vmm.stdout().contains("QUIT\nbye\n"), "{}", vmm.describe());
+    assert_no_panic(&vmm);
+}
+
+#[test]
+fn echo_over_serial_socket() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("sersock");
+    let sock = dir.join("serial.sock");
+    let serial = format!("socket={}", sock.display());
+    let mut vmm = Vmm::boot(&guest("echo"), &["--serial", &serial]);
+    let mut conn = poll(Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).ok()
+    })
+    .unwrap_or_else(|| panic!("serial socket never accepted\n{}", vmm.describe()));
+    conn.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    conn.write_all(b"over the socket\n").unwrap();
+    // Output written before we connected may be dropped: look only for the echo.
+    let mut got = Vec::new();
+    let found = poll(Duration::from_secs(10), || {
+        let mut buf = [0u8; 256];
+        if let Ok(n) = conn.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got)
+            .contains("OVER THE SOCKET\n")
+            .then_some(())
+    });
+    assert!(
+        found.is_some(),
+        "no echo on the serial socket: {:?}\n{}",
+        String::from_utf8_lossy(&got),
+        vmm.describe()
+    );
+    conn.write_all(b"quit\n").unwrap();
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    assert_no_panic(&vmm);
+}
+
+// ---- API: exit counters, pause/resume, stop, reset ----
+
+fn exits_of(vm: &serde_json::Value, key: &str) -> u64 {
+    vm["exits"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("GET /vm has no exits.{key}: {vm}"))
+}
+
+#[test]
+fn exits_counted_then_pause_resume_stop() {
+    let dir = TempDir::new("exits");
+    let sock = dir.join("api.sock");
+    let mut vmm = Vmm::boot(
+        &guest("exits"),
+        &[
+            "--vcpus",
+            "2",
+            "--memory",
+            "96",
+            "--api-socket",
+            sock.to_str().unwrap(),
+        ],
+    );
+    vmm.wait_for_output("done\n");
+    let out = vmm.stdout();
+    assert!(
+        out.contains("mmio reads ok\n"),
+        "unowned MMIO must read all ones\n{}",
+        vmm.describe()
+    );
+    assert!(
+        out.contains("io read ok\n"),
+        "unowned port must read 0xff\n{}",
+        vmm.describe()
+    );
+
+    let api = vmm.api();
+    let vm = api.vm();
+    assert_eq!(vm["state"], "Running", "{vm}");
+    assert_eq!(vm["vcpus"], 2, "{vm}");
+    assert_eq!(vm["memory_mib"], 96, "{vm}");
+    assert!(vm["uptime_ms"].as_u64().is_some(), "{vm}");
+    assert!(exits_of(&vm, "io_out") >= EXITS_K, "{vm}");
+    assert!(exits_of(&vm, "io_in") >= 1, "{vm}");
+    assert!(exits_of(&vm, "mmio_write") >= EXITS_K, "{vm}");
+    assert!(exits_of(&vm, "mmio_read") >= EXITS_K, "{vm}");
+    assert!(exits_of(&vm, "unhandled") > 3 * EXITS_K, "{vm}");
+    for key in ["hlt", "other"] {
+        exits_of(&vm, key);
+    }
+
+    // resume while running is a bad state
+    let r = api.put("/vm/resume");
+    assert_eq!(r.status, 400, "resume while Running: {r:?}");
+    assert!(r.json()["fault_message"].is_string(), "{r:?}");
+
+    let r = api.put("/vm/pause");
+    assert_eq!(r.status, 204, "pause: {r:?}");
+    assert_eq!(api.vm()["state"], "Paused");
+    let r = api.put("/vm/resume");
+    assert_eq!(r.status, 204, "resume: {r:?}");
+    assert_eq!(api.vm()["state"], "Running");
+
+    let r = api.put("/vm/stop");
+    assert_eq!(r.status, 204, "stop: {r:?}");
+    assert_eq!(
+        vmm.wait_exit(),
+        0,
+        "exit status after stop\n{}",
+        vmm.describe()
+    );
+    assert_no_panic(&vmm);
+}
+
+#[test]
+fn unknown_api_path_is_an_error_not_a_crash() {
+    let dir = TempDir::new("badapi");
+    let sock = dir.join("api.sock");
+    let mut vmm = Vmm::boot(&guest("exits"), &["--api-socket", sock.to_str().unwrap()]);
+    vmm.wait_for_output("done\n");
+    let api = vmm.api();
+    let r = api.get("/no/such/thing");
+    assert!((400..500).contains(&r.status), "{r:?}");
+    let r = api.request("PUT", "/vm/pause", Some("{not json"));
+    assert!(r.status == 204 || (400..500).contains(&r.status), "{r:?}");
+    // still serving, still alive
+    assert!(api.vm()["state"].is_string());
+    assert!(vmm.running(), "{}", vmm.describe());
+    let r = api.put("/vm/stop");
+    assert_eq!(r.status, 204, "stop: {r:?}");
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    assert_no_panic(&vmm);
+}
+
+#[test]
+fn spin_pause_freezes_counters_resume_and_reset() {
+    let dir = TempDir::new("spin");
+    let sock = dir.join("api.sock");
+    let mut vmm = Vmm::boot(&guest("spin"), &["--api-socket", sock.to_str().unwrap()]);
+    vmm.wait_for_output("spin: start\n");
+    let api = vmm.api();
+
+    let first = api.vm();
+    let io_out = |vm: &serde_json::Value| exits_of(vm, "io_out");
+    let grown = poll(Duration::from_secs(10), || {
+        let vm = api.vm();
+        (io_out(&vm) > io_out(&first)).then_some(vm)
+    });
+    assert!(grown.is_some(), "io_out never grew while running: {first}");
+
+    let r = api.put("/vm/pause");
+    assert_eq!(r.status, 204, "pause: {r:?}");
+    let a = api.vm();
+    assert_eq!(a["state"], "Paused", "{a}");
+    std::thread::sleep(Duration::from_millis(300));
+    let b = api.vm();
+    assert_eq!(a["exits"], b["exits"], "exit counters moved while paused");
+
+    let r = api.put("/vm/resume");
+    assert_eq!(r.status, 204, "resume: {r:?}");
+    assert_eq!(api.vm()["state"], "Running");
+    let grown = poll(Duration::from_secs(10), || {
+        let vm = api.vm();
+        (io_out(&vm) > io_out(&b)).then_some(vm)
+    });
+    let after = grown.unwrap_or_else(|| panic!("io_out never grew after resume: {b}"));
+    assert!(
+        after["uptime_ms"].as_u64() > first["uptime_ms"].as_u64(),
+        "uptime did not grow: {first} -> {after}"
+    );
+
+    let r = api.put("/vm/reset");
+    assert_eq!(r.status, 204, "reset: {r:?}");
+    vmm.wait_for_output_n("spin: start\n", 2, VM_TIMEOUT);
+    assert!(
+        vmm.running(),
+        "fv-vmm exited after reset\n{}",
+        vmm.describe()
+    );
+    assert_eq!(api.vm()["state"], "Running");
+
+    let r = api.put("/vm/stop");
+    assert_eq!(r.status, 204, "stop: {r:?}");
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    assert_no_panic(&vmm);
+}
+
+#[test]
+fn stop_while_paused_exits_0() {
+    let dir = TempDir::new("stoppaused");
+    let sock = dir.join("api.sock");
+    let mut vmm = Vmm::boot(&guest("spin"), &["--api-socket", sock.to_str().unwrap()]);
+    vmm.wait_for_output("spin: start\n");
+    let api = vmm.api();
+    assert_eq!(api.put("/vm/pause").status, 204);
+    let r = api.put("/vm/stop");
+    assert_eq!(r.status, 204, "stop: {r:?}");
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    assert_no_panic(&vmm);
+}
+
+// ---- JSON config ----
+
+#[test]
+fn config_file_boots_hello() {
+    let dir = TempDir::new("config");
+    let cfg = dir.join("vm.json");
+    let json = serde_json::json!({
+        "kernel": guest("hello"),
+        "cmdline": "console=ttyS0",
+        "vcpus": 1,
+        "memory_mib": 64,
+        "serial": "stdio",
+    });
+    std::fs::write(&cfg, json.to_string()).unwrap();
+    let mut vmm = Vmm::spawn(["--config", cfg.to_str().unwrap()]);
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    assert!(
+        vmm.stdout().contains("hello from ferrovisor\n"),
+        "{}",
+        vmm.describe()
+    );
+    assert_no_panic(&vmm);
+}
+
+// ---- bad input: exit 1, one clear line on stderr, no panic ----
+
+/// Run fv-vmm with `args`; assert it exits with one of `codes`, says something on stderr
+/// mentioning `mention` (case-insensitive), does not panic, and (for exit 1) says it in
+/// one line.
+fn expect_error(args: &[&str], codes: &[i32], mention: &str) {
+    let (code, out, err) = run(args);
+    let ctx = format!(
+        "fv-vmm {}\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
+        args.join(" ")
+    );
+    assert!(
+        codes.contains(&code),
+        "exit status {code}, want one of {codes:?}\n{ctx}"
+    );
+    assert!(!err.contains("panicked"), "panicked\n{ctx}");
+    assert!(
+        err.to_lowercase().contains(&mention.to_lowercase()),
+        "stderr does not mention {mention:?}\n{ctx}"
+    );
+    if code == 1 {
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "want a one-line message\n{ctx}"
+        );
+    }
+    assert!(!out.contains("hello from ferrovisor"), "guest ran\n{ctx}");
+}
+
+fn hello_path() -> String {
+    guest("hello").display().to_string()
+}
+
+#[test]
+fn missing_kernel_file() {
+    let dir = TempDir::new("nokernel");
+    let k = dir.join("no-such-vmlinux");
+    expect_error(&["--kernel", k.to_str().unwrap()], &[1], "no-such-vmlinux");
+}
+
+#[test]
+fn kernel_of_random_bytes() {
+    let dir = TempDir::new("randkernel");
+    let k = dir.join("random.bin");
+    // xorshift64: deterministic "random" bytes that are neither ELF nor bzImage
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..65536)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&k, bytes).unwrap();
+    expect_error(&["--kernel", k.to_str().unwrap()], &[1], "kernel");
+}
+
+#[test]
+fn zero_length_kernel() {
+    let dir = TempDir::new("emptykernel");
+    let k = dir.join("empty");
+    std::fs::write(&k, b"").unwrap();
+    expect_error(&["--kernel", k.to_str().unwrap()], &[1], "kernel");
+}
+
+#[test]
+fn missing_initrd() {
+    let dir = TempDir::new("noinitrd");
+    let i = dir.join("no-such-initrd");
+    expect_error(
+        &["--kernel", &hello_path(), "--initrd", i.to_str().unwrap()],
+        &[1],
+        "no-such-initrd",
+    );
+}
+
+#[test]
+fn unreadable_initrd() {
+    // A directory cannot be read as a file, even by root.
+    let dir = TempDir::new("dirinitrd");
+    expect_error(
+        &[
+            "--kernel",
+            &hello_path(),
+            "--initrd",
+            dir.path().to_str().unwrap(),
+        ],
+        &[1],
+        "initrd",
+    );
+}
+
+#[test]
+fn memory_zero() {
+    expect_error(
+        &["--kernel", &hello_path(), "--memory", "0"],
+        &[1],
+        "memory",
+    );
+}
+
+#[test]
+fn memory_too_large() {
+    expect_error(
+        &["--kernel", &hello_path(), "--memory", "10000000"],
+        &[1],
+        "memory",
+    );
+}
+
+#[test]
+fn vcpus_zero() {
+    expect_error(&["--kernel", &hello_path(), "--vcpus", "0"], &[1], "vcpu");
+}
+
+#[test]
+fn vcpus_too_many() {
+    expect_error(&["--kernel", &hello_path(), "--vcpus", "33"], &[1], "vcpu");
+}
+
+#[test]
+fn unknown_flag() {
+    // clap's own usage errors exit 2; either way the flag must be named.
+    expect_error(
+        &["--kernel", &hello_path(), "--frobnicate"],
+        &[1, 2],
+        "--frobnicate",
+    );
+}
+
+#[test]
+fn malformed_config_json() {
+    let dir = TempDir::new("badcfg");
+    let cfg = dir.join("broken.json");
+    std::fs::write(&cfg, br#"{"kernel": "/x", "vcpus": "#).unwrap();
+    expect_error(&["--config", cfg.to_str().unwrap()], &[1], "broken.json");
+}
