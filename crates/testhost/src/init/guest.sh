@@ -1,0 +1,34 @@
+#!/bin/sh
+# fv-testhost: init of the test guest. Reports readiness on the console, then acts on
+# fv.action= (poweroff, reboot, panic, shell; default shell).
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+cpus=0
+while read -r k _; do
+    [ "$k" = processor ] && cpus=$((cpus + 1))
+done </proc/cpuinfo
+mem=0
+while read -r k v _; do
+    [ "$k" = MemTotal: ] && { mem=$v; break; }
+done </proc/meminfo
+echo "FV-GUEST-READY cpus=$cpus mem_kib=$mem"
+for m in @MODULES@; do
+    insmod "/lib/modules/$m" 2>/dev/null
+done
+action=shell
+for x in $(cat /proc/cmdline); do
+    case "$x" in fv.action=*) action="${x#fv.action=}" ;; esac
+done
+case "$action" in
+    poweroff) poweroff -f ;;
+    reboot) reboot -f ;;
+    panic)
+        echo 1 >/proc/sys/kernel/sysrq
+        echo c >/proc/sysrq-trigger
+        ;;
+esac
+# shell, or anything unknown: a job-control shell on the real console tty.
+setsid cttyhack sh
+poweroff -f

@@ -1,0 +1,41 @@
+#!/bin/sh
+# fv-testhost: init of the emulated host. Loads KVM and 9p, mounts the real host's root
+# (read-only) at /host and runs the command from the runner's script file inside it.
+export PATH=/bin
+mount -t proc proc /proc
+fail() {
+    echo "fv-testhost: $*"
+    echo 0 > /proc/sys/kernel/printk
+    poweroff -f
+}
+for m in @MODULES@; do
+    insmod "/lib/modules/$m" || echo "fv-testhost: insmod $m failed"
+done
+script=
+nonce=
+for x in $(cat /proc/cmdline); do
+    case "$x" in
+        fv.script=*) script="${x#fv.script=}" ;;
+        fv.nonce=*) nonce="${x#fv.nonce=}" ;;
+    esac
+done
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host ||
+    fail "cannot mount the host root over 9p"
+# Read the script before /tmp is covered by the tmpfs below: the runner writes it there.
+cmd="$(cat "/host$script")" || fail "cannot read $script"
+mount -t proc proc /host/proc
+mount -t sysfs sys /host/sys
+mount -t devtmpfs dev /host/dev
+mkdir -p /host/dev/pts /host/dev/shm
+mount -t devpts devpts /host/dev/pts
+mount -t tmpfs tmpfs /host/dev/shm
+mount -t tmpfs tmpfs /host/tmp
+mount -t tmpfs tmpfs /host/run
+# Pass the command's bytes through unchanged (no \n -> \r\n on the console).
+stty -opost -echo
+chroot /host /bin/sh -c "$cmd" </host/dev/null
+rc=$?
+# Keep "reboot: Power down" and friends out of the command's output.
+echo 0 > /proc/sys/kernel/printk
+echo "FVTH-$nonce-EXIT=$rc"
+poweroff -f

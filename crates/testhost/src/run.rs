@@ -1,0 +1,386 @@
+//! Booting the emulated host and running one command inside it.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::tools::require;
+use crate::{Artifacts, Error};
+
+/// How to run a command in the emulated host.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Kill QEMU and fail after this long (None: wait forever).
+    pub timeout: Option<Duration>,
+    /// vCPUs of the emulated host.
+    pub smp: u32,
+    /// Memory of the emulated host, MiB.
+    pub memory_mib: u32,
+    /// Extra environment variables for the command.
+    pub env: Vec<(String, String)>,
+    /// Directory to run in (same absolute path inside); default: the current directory.
+    pub cwd: Option<PathBuf>,
+    /// Copy the output to our stdout as it arrives (the CLI does).
+    pub echo: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Some(Duration::from_secs(600)),
+            smp: 2,
+            memory_mib: 2048,
+            env: Vec::new(),
+            cwd: None,
+            echo: false,
+        }
+    }
+}
+
+/// What the command did.
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    /// The command's exit status (128+N when killed by signal N, as the shell reports it).
+    pub status: i32,
+    /// Its stdout and stderr, interleaved as written (lossy UTF-8).
+    pub output: String,
+    /// Wall time from starting QEMU to its exit.
+    pub wall: Duration,
+}
+
+/// Quotes a word for a POSIX shell.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn valid_env_name(k: &str) -> bool {
+    let mut b = k.bytes();
+    b.next()
+        .is_some_and(|c| c == b'_' || c.is_ascii_alphabetic())
+        && b.all(|c| c == b'_' || c.is_ascii_alphanumeric())
+}
+
+/// The script the emulated host's init runs with `chroot /host /bin/sh -c`.
+fn command_script(opts: &RunOptions, cwd: &Path, argv: &[&str]) -> Result<String, Error> {
+    if argv.is_empty() {
+        return Err(Error::InvalidArgument("empty command".into()));
+    }
+    let cwd = cwd
+        .to_str()
+        .ok_or_else(|| Error::InvalidArgument(format!("non-UTF-8 directory {}", cwd.display())))?;
+    let mut s = String::new();
+    let default_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let path =
+        std::env::var("PATH").map_or(default_path.to_owned(), |p| format!("{p}:{default_path}"));
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    // TERM=dumb: the command's stdout is the serial tty; keep progress bars and colours out.
+    let base = [("PATH", path), ("HOME", home), ("TERM", "dumb".to_owned())];
+    for (k, v) in base
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        if !valid_env_name(k) {
+            return Err(Error::InvalidArgument(format!(
+                "bad environment variable name `{k}`"
+            )));
+        }
+        s += &format!("export {k}={}\n", sh_quote(v));
+    }
+    s += &format!("cd {} || exit 125\nexec", sh_quote(cwd));
+    for a in argv {
+        s += " ";
+        s += &sh_quote(a);
+    }
+    s += "\n";
+    Ok(s)
+}
+
+/// Separates the command's output from the exit marker the init prints after it.
+/// Bytes that might start the marker are held back until it is clear they do not.
+struct MarkerFilter {
+    marker: Vec<u8>,
+    pending: Vec<u8>,
+    status: Option<Vec<u8>>,
+}
+
+impl MarkerFilter {
+    fn new(marker: String) -> Self {
+        Self {
+            marker: marker.into_bytes(),
+            pending: Vec::new(),
+            status: None,
+        }
+    }
+
+    /// Feeds bytes from the console; returns those that belong to the command's output.
+    fn feed(&mut self, data: &[u8]) -> Vec<u8> {
+        if let Some(status) = &mut self.status {
+            status.extend_from_slice(data);
+            return Vec::new();
+        }
+        self.pending.extend_from_slice(data);
+        if let Some(i) = self
+            .pending
+            .windows(self.marker.len())
+            .position(|w| w == self.marker)
+        {
+            let rest = self.pending.split_off(i);
+            self.status = Some(rest[self.marker.len()..].to_vec());
+            return std::mem::take(&mut self.pending);
+        }
+        let keep = (1..self.marker.len().min(self.pending.len() + 1))
+            .rev()
+            .find(|&n| self.pending.ends_with(&self.marker[..n]))
+            .unwrap_or(0);
+        let rest = self.pending.split_off(self.pending.len() - keep);
+        std::mem::replace(&mut self.pending, rest)
+    }
+
+    /// The exit status, once the marker and its line were seen.
+    fn status(&self) -> Option<i32> {
+        let s = self.status.as_ref()?;
+        let line = s.split(|&b| b == b'\n').next()?;
+        std::str::from_utf8(line).ok()?.trim().parse().ok()
+    }
+}
+
+fn nonce() -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{:x}{:x}",
+        t.as_nanos() & 0xffff_ffff_ffff,
+        std::process::id()
+    )
+}
+
+/// Removes the temporary script when the run ends, however it ends.
+struct TempFile(PathBuf);
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// QEMU warnings that say nothing about a failure (TCG lacks some EPYC features).
+fn interesting_stderr(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| !l.contains("TCG doesn't support requested feature"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Boots the emulated host and runs `argv` inside it (see the crate docs).
+pub fn run(opts: &RunOptions, argv: &[&str]) -> Result<RunOutput, Error> {
+    let artifacts = Artifacts::prepare()?;
+    run_with(&artifacts, opts, argv)
+}
+
+/// Like [`run`] with already prepared artifacts.
+pub fn run_with(
+    artifacts: &Artifacts,
+    opts: &RunOptions,
+    argv: &[&str],
+) -> Result<RunOutput, Error> {
+    let qemu = require("qemu-system-x86_64", "qemu-system-x86")?;
+    let cwd = match &opts.cwd {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().map_err(Error::io("reading current directory", "."))?,
+    };
+    let script = command_script(opts, &cwd, argv)?;
+    let nonce = nonce();
+    let script_path = std::env::temp_dir().join(format!("fv-testhost-{nonce}.sh"));
+    let script_str = script_path.to_str().unwrap_or_default().to_owned();
+    if script_str.is_empty() || script_str.contains(char::is_whitespace) {
+        return Err(Error::InvalidArgument(format!(
+            "temporary directory path {} must be UTF-8 without spaces (it goes on the kernel command line)",
+            script_path.display()
+        )));
+    }
+    std::fs::write(&script_path, &script).map_err(Error::io("writing", &script_path))?;
+    let _cleanup = TempFile(script_path);
+
+    let mut cmd = Command::new(qemu);
+    // microvm: no firmware tables to build, no PCI to scan; measured about 0.3 s faster than q35.
+    cmd.args(["-M", "microvm,accel=tcg", "-cpu", "EPYC,+svm,+npt"])
+        .args([
+            "-smp",
+            &opts.smp.to_string(),
+            "-m",
+            &opts.memory_mib.to_string(),
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(&artifacts.host_kernel)
+        .arg("-initrd")
+        .arg(&artifacts.host_initrd)
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 quiet loglevel=1 panic=-1 fv.script={script_str} fv.nonce={nonce}"
+        ))
+        .args([
+            "-fsdev",
+            "local,id=host,path=/,security_model=none,readonly=on,multidevs=remap",
+        ])
+        .args(["-device", "virtio-9p-device,fsdev=host,mount_tag=host"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        command: "qemu-system-x86_64".into(),
+        source,
+    })?;
+
+    let filter = Arc::new(Mutex::new(MarkerFilter::new(format!("FVTH-{nonce}-EXIT="))));
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::InvalidArgument("no stdout".into()))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| Error::InvalidArgument("no stderr".into()))?;
+    let reader = {
+        let (filter, output, echo) = (filter.clone(), output.clone(), opts.echo);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let pass = filter
+                    .lock()
+                    .map(|mut f| f.feed(&buf[..n]))
+                    .unwrap_or_default();
+                if echo {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&pass);
+                    let _ = out.flush();
+                }
+                if let Ok(mut o) = output.lock() {
+                    o.extend_from_slice(&pass);
+                }
+            }
+        })
+    };
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Ok(st),
+            Ok(None) => {}
+            Err(source) => break Err(source),
+        }
+        if opts.timeout.is_some_and(|t| start.elapsed() > t) {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = reader.join();
+            let _ = err_reader.join();
+            let text = output
+                .lock()
+                .map(|o| String::from_utf8_lossy(&o).into_owned())
+                .unwrap_or_default();
+            return Err(Error::Timeout {
+                timeout: opts.timeout.unwrap_or_default(),
+                output: text,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let wall = start.elapsed();
+    let _ = reader.join();
+    let stderr = err_reader.join().unwrap_or_default();
+    let qemu_status = status.map_err(|source| Error::Spawn {
+        command: "qemu-system-x86_64 (wait)".into(),
+        source,
+    })?;
+    let text = output
+        .lock()
+        .map(|o| String::from_utf8_lossy(&o).into_owned())
+        .unwrap_or_default();
+    let exit = filter.lock().ok().and_then(|f| f.status());
+    match exit {
+        Some(status) => Ok(RunOutput {
+            status,
+            output: text,
+            wall,
+        }),
+        None => Err(Error::NoExitStatus {
+            qemu_status: qemu_status.to_string(),
+            output: text,
+            stderr: interesting_stderr(&stderr),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_splits_output_and_status_across_chunks() {
+        let mut f = MarkerFilter::new("FVTH-x-EXIT=".into());
+        let mut out = Vec::new();
+        for chunk in [
+            &b"hello FV"[..],
+            b"TH",
+            b"-",
+            b"x-EX",
+            b"IT=",
+            b"3",
+            b"\n[ 1.0] reboot\n",
+        ] {
+            out.extend(f.feed(chunk));
+        }
+        assert_eq!(out, b"hello ");
+        assert_eq!(f.status(), Some(3));
+    }
+
+    #[test]
+    fn filter_releases_false_prefixes() {
+        let mut f = MarkerFilter::new("FVTH-x-EXIT=".into());
+        let mut out = f.feed(b"FVTH-y and more");
+        out.extend(f.feed(b"\nFVTH-x-EXIT=0\n"));
+        assert_eq!(out, b"FVTH-y and more\n");
+        assert_eq!(f.status(), Some(0));
+    }
+
+    #[test]
+    fn script_quotes_everything() {
+        let opts = RunOptions {
+            env: vec![("A_B".into(), "it's".into())],
+            ..RunOptions::default()
+        };
+        let s = command_script(&opts, Path::new("/x y"), &["echo", "a'b", "$HOME"]).unwrap();
+        assert!(s.contains("export A_B='it'\\''s'\n"), "{s}");
+        assert!(
+            s.contains("cd '/x y' || exit 125\nexec 'echo' 'a'\\''b' '$HOME'\n"),
+            "{s}"
+        );
+        let bad = RunOptions {
+            env: vec![("A=B".into(), String::new())],
+            ..RunOptions::default()
+        };
+        assert!(command_script(&bad, Path::new("/"), &["true"]).is_err());
+        assert!(command_script(&opts, Path::new("/"), &[]).is_err());
+    }
+}
