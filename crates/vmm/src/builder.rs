@@ -68,7 +68,11 @@ pub fn bind_unix_socket(path: &Path) -> Result<UnixListener, BuildError> {
 
 fn serial_ends(config: &SerialConfig) -> Result<(SerialOutput, InputSource), BuildError> {
     Ok(match config {
-        SerialConfig::Stdio => (SerialOutput::Stdout(std::io::stdout()), InputSource::Stdin),
+        SerialConfig::Stdio => (
+            SerialOutput::Stdout(std::io::stdout()),
+            // A process started without fd 0 simply gets no console input.
+            InputSource::stdin().unwrap_or(InputSource::None),
+        ),
         SerialConfig::None => (SerialOutput::Sink, InputSource::None),
         SerialConfig::File(path) => {
             let file = OpenOptions::new()

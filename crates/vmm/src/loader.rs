@@ -40,6 +40,8 @@ pub enum LoadError {
         #[source]
         source: boot::BootError,
     },
+    #[error("cannot write the reset vector into guest memory")]
+    ResetVector(#[source] vm_memory::GuestMemoryError),
     #[error("cannot write the kernel command line into guest memory")]
     Cmdline(#[source] vm_memory::GuestMemoryError),
     #[error(transparent)]
@@ -130,6 +132,11 @@ fn kernel_end(kernel: &KernelLoaderResult) -> GuestAddress {
     GuestAddress(kernel.kernel_end.max(unpacked))
 }
 
+/// What a guest finds at the reset vector: we have no firmware, so it does what firmware
+/// would end in, a reset: `mov al, 0xfe; out 0x64, al` (i8042 reset line), then
+/// `cli; hlt` in a loop should the write be ignored.
+const RESET_VECTOR_STUB: [u8; 8] = [0xb0, 0xfe, 0xe6, 0x64, 0xfa, 0xf4, 0xeb, 0xfc];
+
 /// Loads everything the guest needs to boot and returns where its vCPUs start.
 pub fn load_guest(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootEntry, LoadError> {
     let (kernel, boot_entry) = load_kernel(mem, &config.kernel)?;
@@ -172,5 +179,7 @@ pub fn load_guest(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootEntry,
         )?,
     }
     regs::write_boot_tables(mem)?;
+    mem.write_slice(&RESET_VECTOR_STUB, GuestAddress(layout::RESET_VECTOR))
+        .map_err(LoadError::ResetVector)?;
     Ok(boot_entry)
 }

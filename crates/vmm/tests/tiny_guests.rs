@@ -139,6 +139,11 @@ fn reboot_through_acpi_exits_10() {
 }
 
 #[test]
+fn reboot_through_the_reset_vector_exits_10() {
+    boot_and_expect("reboot_bios", &[], 10, "rebooting via the reset vector\n");
+}
+
+#[test]
 fn triple_fault_exits_11() {
     let vmm = boot_and_expect("triple_fault", &[], 11, "triple faulting\n");
     assert!(!vmm.stdout().contains("still alive"), "{}", vmm.describe());
@@ -205,6 +210,19 @@ fn echo_serial_input() {
     assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
     assert!(vmm.stdout().contains("QUIT\nbye\n"), "{}", vmm.describe());
     assert_no_panic(&vmm);
+}
+
+/// Much more input than the UART's 64-byte FIFO, in one write: fv-vmm holds the rest back
+/// until the guest drains the FIFO, and nothing is lost or reordered.
+#[test]
+fn serial_input_larger_than_the_fifo_arrives_whole() {
+    let mut vmm = Vmm::boot(&guest("echo"), &[]);
+    vmm.wait_for_output("echo: ready\n");
+    let line: String = (0..4000).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    vmm.write_stdin(format!("{line}\nquit\n").as_bytes());
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    let expected = format!("{}\nQUIT\nbye\n", line.to_uppercase());
+    assert!(vmm.stdout().contains(&expected), "{}", vmm.describe());
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! 0x0000_7000  Linux zero page (boot_params)    0x0000_8ff0  boot stack top
 //! 0x0000_9000  PML4, 0xa000 PDPT, 0xb000..0xf000 four PDs (identity map of 4 GiB, 2 MiB pages)
 //! 0x0002_0000  kernel command line              0x0009_fc00  EBDA (reserved)
-//! 0x000e_0000  ACPI: RSDP then XSDT, FADT, MADT, DSDT (up to 0x0010_0000)
+//! 0x000e_0000  ACPI: RSDP then XSDT, FADT, MADT, DSDT (up to 0x000f_0000)
+//! 0x000f_fff0  the x86 reset vector: a stub that asks for a reset through the i8042
 //! 0x0010_0000  RAM for the kernel (bzImage protected-mode code, initrd at the top of low RAM)
 //! 0xc000_0000  32-bit MMIO hole up to 4 GiB: IOAPIC 0xfec0_0000, LAPIC 0xfee0_0000
 //! 4 GiB        the rest of RAM
@@ -30,7 +31,10 @@ pub const CMDLINE_START: u64 = 0x2_0000;
 pub const CMDLINE_MAX_SIZE: usize = 2048;
 pub const EBDA_START: u64 = 0x9_fc00;
 pub const ACPI_START: u64 = 0xe_0000;
-pub const ACPI_END: u64 = 0x10_0000;
+pub const ACPI_END: u64 = 0xf_0000;
+/// Where a CPU starts after reset (F000:FFF0). Linux jumps here to reboot "through the
+/// BIOS", which it does by default on hardware-reduced ACPI machines without EFI.
+pub const RESET_VECTOR: u64 = 0xf_fff0;
 pub const HIMEM_START: u64 = 0x10_0000;
 
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex};
 
@@ -158,7 +158,9 @@ impl BusDevice for SerialDevice {
 /// Where guest input comes from.
 pub enum InputSource {
     None,
-    Stdin,
+    /// A duplicate of fd 0, read without std's buffering: bytes hidden in a user-space
+    /// buffer would never make epoll report the fd readable again.
+    Stdin(File),
     Socket {
         listener: UnixListener,
         client: SocketClient,
@@ -178,7 +180,13 @@ pub struct SerialInput {
     reader: Option<UnixStream>,
 }
 
-const STDIN_FD: i32 = 0;
+impl InputSource {
+    /// Our stdin, as an input source.
+    pub fn stdin() -> io::Result<Self> {
+        let fd = io::stdin().as_fd().try_clone_to_owned()?;
+        Ok(InputSource::Stdin(File::from(fd)))
+    }
+}
 
 impl SerialInput {
     pub fn new(device: Arc<Mutex<SerialDevice>>, source: InputSource) -> io::Result<Self> {
@@ -207,7 +215,7 @@ impl SerialInput {
 
     fn input_fd(&self) -> Option<i32> {
         match &self.source {
-            InputSource::Stdin => Some(STDIN_FD),
+            InputSource::Stdin(file) => Some(file.as_raw_fd()),
             InputSource::Socket { .. } => self.reader.as_ref().map(|s| s.as_raw_fd()),
             InputSource::None => None,
         }
@@ -225,7 +233,7 @@ impl SerialInput {
     fn read_input(&mut self, ops: &mut EventOps) {
         let mut buf = [0u8; 64];
         let result = match &self.source {
-            InputSource::Stdin => io::stdin().lock().read(&mut buf),
+            InputSource::Stdin(file) => (&*file).read(&mut buf),
             InputSource::Socket { .. } => match self.reader.as_mut() {
                 Some(stream) => stream.read(&mut buf),
                 None => Ok(0),
@@ -276,7 +284,10 @@ impl MutEventSubscriber for SerialInput {
     fn init(&mut self, ops: &mut EventOps) {
         let _ = ops.add(Events::new(&self.ready, EventSet::IN));
         match &self.source {
-            InputSource::Stdin => self.watch(ops, STDIN_FD),
+            InputSource::Stdin(file) => {
+                let fd = file.as_raw_fd();
+                self.watch(ops, fd)
+            }
             InputSource::Socket { listener, .. } => {
                 let _ = ops.add(Events::new(listener, EventSet::IN));
             }

@@ -24,7 +24,7 @@ pub fn fv_vmm() -> PathBuf {
 
 /// `tests/guests` at the workspace root.
 pub fn guests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/guests")
+    fv_testhost::tiny_guest_sources()
 }
 
 /// A fresh directory for one test: short (Unix socket paths are limited to 108 bytes),
@@ -53,8 +53,8 @@ impl Drop for TempDir {
     }
 }
 
-/// Assemble and link `tests/guests/<name>.S` into an ELF64 image (one PT_LOAD at 0x200000,
-/// no PVH note) under `$CARGO_TARGET_TMPDIR/guests`, once per test run.
+/// `tests/guests/<name>.S` built into an ELF64 image under `$CARGO_TARGET_TMPDIR/guests`,
+/// once per test run.
 pub fn guest(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
@@ -63,49 +63,11 @@ pub fn guest(name: &str) -> PathBuf {
     if let Some(p) = built.get(name) {
         return p.clone();
     }
-    let src_dir = guests_dir();
-    let src = src_dir.join(format!("{name}.S"));
-    assert!(src.exists(), "no guest source {}", src.display());
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests");
-    std::fs::create_dir_all(&out_dir).expect("create guest output dir");
-    // Build under process-unique names, then rename: safe against concurrent test binaries.
-    let pid = std::process::id();
-    let obj = out_dir.join(format!("{name}.{pid}.o"));
-    let tmp = out_dir.join(format!("{name}.{pid}.elf"));
-    let elf = out_dir.join(format!("{name}.elf"));
-    run_tool(
-        Command::new("as")
-            .arg("--64")
-            .arg("-I")
-            .arg(&src_dir)
-            .arg("-o")
-            .arg(&obj)
-            .arg(&src),
-    );
-    run_tool(
-        Command::new("ld")
-            .args(["-static", "-nostdlib", "--no-warn-rwx-segments", "-T"])
-            .arg(src_dir.join("guest.ld"))
-            .arg("-o")
-            .arg(&tmp)
-            .arg(&obj),
-    );
-    let _ = std::fs::remove_file(&obj);
-    std::fs::rename(&tmp, &elf).expect("rename guest image");
+    let elf = fv_testhost::build_tiny_guest(name, &out_dir)
+        .unwrap_or_else(|e| panic!("cannot build guest {name}: {e}"));
     built.insert(name.to_string(), elf.clone());
     elf
-}
-
-fn run_tool(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (binutils installed?)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Bytes read so far from one of the child's pipes, plus whether it reached EOF.
