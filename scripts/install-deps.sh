@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything Ferrovisor needs on a fresh Debian 12 machine (run as root).
-# Safe to run again: apt-get skips what is installed.
+# Installs everything Ferrovisor needs on a fresh Debian 12 machine.
+# Safe to run again: it installs only what is missing.
 set -euo pipefail
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
 
 packages=(
     # The emulated AMD-V host and the guest images it boots (crates/testhost).
@@ -18,9 +20,9 @@ for p in "${packages[@]}"; do
 done
 if ((${#missing[@]})); then
     echo "==> installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null; then

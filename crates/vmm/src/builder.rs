@@ -13,7 +13,7 @@ use crate::arch::layout;
 use crate::config::{SerialConfig, VmConfig};
 use crate::devices::acpi_pm::AcpiPmDevice;
 use crate::devices::cmos::Cmos;
-use crate::devices::i8042::I8042;
+use crate::devices::i8042::I8042ResetLine;
 use crate::devices::pvpanic::PvPanic;
 use crate::devices::serial::{InputSource, SerialDevice, SerialOutput, SocketClient};
 use crate::devices::{Bus, BusDevice};
@@ -120,7 +120,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
     let mut pio = Bus::new();
     pio.insert(serial.clone(), layout::COM1_PORT, 8)?;
     pio.insert(
-        shared(I8042::new(exit.clone())),
+        shared(I8042ResetLine::new(exit.clone())),
         layout::I8042_PORT,
         layout::I8042_PORT_LEN,
     )?;
