@@ -116,6 +116,25 @@ impl VcpuControl {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits for the next change of the control state.
+    fn wait<'a>(&self, st: MutexGuard<'a, ControlState>) -> MutexGuard<'a, ControlState> {
+        self.changed.wait(st).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts the calling vCPU as parked while `keep_waiting` holds.
+    fn park_while(&self, keep_waiting: impl Fn(&ControlState) -> bool) {
+        let mut st = self.lock();
+        if !keep_waiting(&st) {
+            return;
+        }
+        st.parked += 1;
+        self.changed.notify_all();
+        while keep_waiting(&st) {
+            st = self.wait(st);
+        }
+        st.parked -= 1;
+    }
+
     /// Asks every vCPU to park; returns once `count` threads are parked.
     pub fn pause_all(&self, threads: &[JoinHandle<()>]) {
         self.lock().request = Request::Pause;
@@ -263,50 +282,29 @@ impl Vcpu {
         let mut generation = 0;
         loop {
             // Park while paused; reload boot state after a reset in place.
-            {
-                let mut st = ctx.control.lock();
-                while st.request == Request::Pause {
-                    st.parked += 1;
-                    ctx.control.changed.notify_all();
-                    st = ctx
-                        .control
-                        .changed
-                        .wait(st)
-                        .unwrap_or_else(|e| e.into_inner());
-                    st.parked -= 1;
-                }
-                if st.generation != generation {
-                    generation = st.generation;
-                    drop(st);
-                    if let Err(e) = self.load_boot_state() {
-                        ctx.exit.request(VmExit::VmmError(e.to_string()));
-                        self.park_forever(ctx);
-                    }
+            ctx.control.park_while(|st| st.request == Request::Pause);
+            let current = ctx.control.lock().generation;
+            if current != generation {
+                generation = current;
+                if let Err(e) = self.load_boot_state() {
+                    ctx.exit.request(VmExit::VmmError(e.to_string()));
+                    Self::park_until_reset(ctx);
                 }
             }
             if let Some(exit) = self.run_once(ctx) {
                 ctx.exit.request(exit);
                 // The main thread ends the process; until then, or until a reset
                 // in place, stay out of the guest.
-                self.park_forever(ctx);
+                Self::park_until_reset(ctx);
             }
         }
     }
 
-    /// Parks until the main thread pauses and resumes us (a reset), then returns.
-    fn park_forever(&mut self, ctx: &VcpuContext) {
-        let mut st = ctx.control.lock();
-        let generation = st.generation;
-        st.parked += 1;
-        ctx.control.changed.notify_all();
-        while st.generation == generation || st.request == Request::Pause {
-            st = ctx
-                .control
-                .changed
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
-        }
-        st.parked -= 1;
+    /// Parks until a reset in place has happened and the VM runs again.
+    fn park_until_reset(ctx: &VcpuContext) {
+        let generation = ctx.control.lock().generation;
+        ctx.control
+            .park_while(|st| st.generation == generation || st.request == Request::Pause);
     }
 
     /// Runs the guest until one exit; returns why the VM must end, if it must.

@@ -63,6 +63,7 @@ impl Vm {
         fd.create_pit2(pit_config).map_err(setup("in-kernel PIT"))?;
 
         for (slot, region) in mem.iter().enumerate() {
+            advise_huge_pages(region.as_ptr(), region.len());
             // A handful of regions (at most 2), so the index fits in u32.
             let slot = slot as u32;
             let memory_region = kvm_userspace_memory_region {
@@ -121,6 +122,14 @@ fn get_irqchip(fd: &VmFd, chip_id: u32) -> Result<kvm_irqchip, VmError> {
     fd.get_irqchip(&mut chip)
         .map_err(setup("interrupt controller state"))?;
     Ok(chip)
+}
+
+/// Asks for transparent huge pages on guest RAM, as QEMU and Cloud Hypervisor do: fewer
+/// page faults and shorter nested page walks. Hosts with THP off just decline.
+fn advise_huge_pages(addr: *mut u8, len: u64) {
+    // SAFETY: the range is one private anonymous mapping owned by the guest memory object;
+    // MADV_HUGEPAGE only changes how the kernel backs it, never its contents.
+    let _ = unsafe { libc::madvise(addr.cast(), len as usize, libc::MADV_HUGEPAGE) };
 }
 
 /// Gives RAM back to the host and leaves it reading as zeros, as after power-on.
