@@ -99,7 +99,7 @@ pub fn inside(images: &Images, runs: usize, vcpus: u32, memory_mib: u32) -> Resu
             .args(["--cmdline", &cmdline, "--vcpus", &smp, "--memory", &mem]);
         c
     };
-    let qemu = || {
+    let qemu = |kernel: &Path| {
         let mut c = Command::new("qemu-system-x86_64");
         c.args([
             "-M",
@@ -116,38 +116,41 @@ pub fn inside(images: &Images, runs: usize, vcpus: u32, memory_mib: u32) -> Resu
             "-no-reboot",
             "-kernel",
         ])
-        .arg(&images.bzimage)
+        .arg(kernel)
         .arg("-initrd")
         .arg(&images.initrd)
         .args(["-append", &cmdline]);
         c
     };
-    let (mut fv_bz, mut fv_pvh, mut q) = (Vec::new(), Vec::new(), Vec::new());
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    // Each kernel format booted by both VMMs, alternating, so each pair shares the noise.
+    let mut ms: [Vec<f64>; 4] = Default::default();
     for i in 0..runs {
-        let a = time_to_ready(&mut fv(&images.bzimage))?;
-        let b = time_to_ready(&mut qemu())?;
-        let c = time_to_ready(&mut fv(&images.vmlinux))?;
+        let boots = [
+            time_to_ready(&mut fv(&images.bzimage))?,
+            time_to_ready(&mut qemu(&images.bzimage))?,
+            time_to_ready(&mut fv(&images.vmlinux))?,
+            time_to_ready(&mut qemu(&images.vmlinux))?,
+        ];
+        for (v, d) in ms.iter_mut().zip(boots) {
+            v.push(d.as_secs_f64() * 1e3);
+        }
         eprintln!(
-            "run {}/{runs}: fv-vmm bzImage {:.0} ms, qemu bzImage {:.0} ms, fv-vmm PVH {:.0} ms",
+            "run {}/{runs}: bzImage fv-vmm {:.0} ms, qemu {:.0} ms; PVH vmlinux fv-vmm {:.0} ms, qemu {:.0} ms",
             i + 1,
-            ms(a),
-            ms(b),
-            ms(c)
+            ms[0][i],
+            ms[1][i],
+            ms[2][i],
+            ms[3][i]
         );
-        fv_bz.push(ms(a));
-        q.push(ms(b));
-        fv_pvh.push(ms(c));
     }
-    let (fb, fp, qb) = (median(fv_bz), median(fv_pvh), median(q));
+    let [fb, qb, fp, qp] = ms.map(median);
     println!(
         "\nLinux boot, VMM start to the guest's init (Debian 6.1 cloud kernel, {vcpus} vCPU, \
          {memory_mib} MiB, in the emulated host), median of {runs}:"
     );
-    let mut t = Table::new(&["", "ms", "ratio to qemu"]);
-    t.row("fv-vmm bzImage", &[fb, fb / qb]);
-    t.row("fv-vmm PVH vmlinux", &[fp, fp / qb]);
-    t.row("qemu -M microvm bzImage", &[qb, 1.0]);
+    let mut t = Table::new(&["kernel", "fv-vmm ms", "qemu microvm ms", "ratio fv/qemu"]);
+    t.row("bzImage", &[fb, qb, fb / qb]);
+    t.row("PVH vmlinux", &[fp, qp, fp / qp]);
     t.print();
     Ok(())
 }
