@@ -175,6 +175,33 @@ fn interesting_stderr(stderr: &str) -> String {
         .join("\n")
 }
 
+/// `FV_TESTHOST_DEBUG` set (and not `0`): keep the kernel's messages (no `quiet`), have the
+/// init report its steps, copy the raw console (in place of `echo`) and QEMU's stderr to our
+/// stderr as they arrive, and open a QEMU monitor socket (`info registers -a`, `info pic`,
+/// `info lapic`). The kernel's messages and the steps are then part of the output too.
+fn debug_enabled() -> bool {
+    std::env::var_os("FV_TESTHOST_DEBUG").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The emulated host's kernel command line.
+fn kernel_cmdline(debug: bool, tsc_khz: Option<u64>, script: &str, nonce: &str) -> String {
+    let mut s = String::from("console=ttyS0 panic=-1");
+    s += if debug {
+        " fv.debug=1"
+    } else {
+        " quiet loglevel=1"
+    };
+    // The guest's TSC is the host's: tell the kernel its frequency so that it does not
+    // calibrate it against the PIT. That calibration fails when the vCPU thread is
+    // descheduled, and microvm (hardware-reduced ACPI) has no PIT tick, HPET or PM timer to
+    // fall back on: the kernel then waits forever in calibrate_delay() (docs/testhost.md).
+    if let Some(khz) = tsc_khz {
+        s += &format!(" tsc_early_khz={khz}");
+    }
+    s += &format!(" fv.script={script} fv.nonce={nonce}");
+    s
+}
+
 /// Boots the emulated host and runs `argv` inside it (see the crate docs).
 pub fn run(opts: &RunOptions, argv: &[&str]) -> Result<RunOutput, Error> {
     let artifacts = Artifacts::prepare()?;
@@ -204,6 +231,14 @@ pub fn run_with(
     }
     std::fs::write(&script_path, &script).map_err(Error::io("writing", &script_path))?;
     let _cleanup = TempFile(script_path);
+    let debug = debug_enabled();
+    let tsc_khz = crate::tsc::host_tsc_khz();
+    if tsc_khz.is_none() {
+        eprintln!(
+            "fv-testhost: warning: could not measure the host's TSC frequency; the emulated \
+             host calibrates it itself and can hang in early boot when the machine is busy"
+        );
+    }
 
     let mut cmd = Command::new(qemu);
     // microvm: no firmware tables to build, no PCI to scan; measured about 0.3 s faster than q35.
@@ -228,9 +263,7 @@ pub fn run_with(
         .arg("-initrd")
         .arg(&artifacts.host_initrd)
         .arg("-append")
-        .arg(format!(
-            "console=ttyS0 quiet loglevel=1 panic=-1 fv.script={script_str} fv.nonce={nonce}"
-        ))
+        .arg(kernel_cmdline(debug, tsc_khz, &script_str, &nonce))
         .args([
             "-fsdev",
             "local,id=host,path=/,security_model=none,readonly=on,multidevs=remap",
@@ -239,6 +272,20 @@ pub fn run_with(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let monitor = debug.then(|| std::env::temp_dir().join(format!("fv-testhost-{nonce}.mon")));
+    let _monitor_cleanup = monitor.clone().map(TempFile);
+    if let Some(m) = &monitor {
+        // Next to the script, whose path was checked above (UTF-8, no spaces).
+        cmd.args([
+            "-monitor",
+            &format!("unix:{},server=on,wait=off", m.display()),
+        ]);
+        eprintln!(
+            "fv-testhost: debug: QEMU monitor at {} (kernel command line: {})",
+            m.display(),
+            kernel_cmdline(debug, tsc_khz, &script_str, &nonce)
+        );
+    }
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|source| Error::Spawn {
         command: "qemu-system-x86_64".into(),
@@ -263,11 +310,17 @@ pub fn run_with(
                 if n == 0 {
                     break;
                 }
+                if debug {
+                    // The raw console (kernel messages, init steps, marker) instead of the echo.
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(&buf[..n]);
+                    let _ = err.flush();
+                }
                 let pass = filter
                     .lock()
                     .map(|mut f| f.feed(&buf[..n]))
                     .unwrap_or_default();
-                if echo {
+                if echo && !debug {
                     let mut out = std::io::stdout().lock();
                     let _ = out.write_all(&pass);
                     let _ = out.flush();
@@ -280,7 +333,16 @@ pub fn run_with(
     };
     let err_reader = std::thread::spawn(move || {
         let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if debug {
+                let _ = std::io::stderr().lock().write_all(&buf[..n]);
+            }
+            s.extend_from_slice(&buf[..n]);
+        }
         String::from_utf8_lossy(&s).into_owned()
     });
 
@@ -362,6 +424,19 @@ mod tests {
         out.extend(f.feed(b"\nFVTH-x-EXIT=0\n"));
         assert_eq!(out, b"FVTH-y and more\n");
         assert_eq!(f.status(), Some(0));
+    }
+
+    #[test]
+    fn cmdline_gives_the_tsc_frequency_and_keeps_quiet_unless_debugging() {
+        let c = kernel_cmdline(false, Some(2_596_130), "/tmp/s.sh", "ab");
+        assert_eq!(
+            c,
+            "console=ttyS0 panic=-1 quiet loglevel=1 tsc_early_khz=2596130 \
+             fv.script=/tmp/s.sh fv.nonce=ab"
+        );
+        let d = kernel_cmdline(true, None, "/tmp/s.sh", "ab");
+        assert!(!d.contains("quiet") && !d.contains("tsc_early_khz"), "{d}");
+        assert!(d.contains(" fv.debug=1 "), "{d}");
     }
 
     #[test]

@@ -8,19 +8,28 @@ fail() {
     echo 0 > /proc/sys/kernel/printk
     poweroff -f
 }
-for m in @MODULES@; do
-    insmod "/lib/modules/$m" || echo "fv-testhost: insmod $m failed"
-done
 script=
 nonce=
+debug=
 for x in $(cat /proc/cmdline); do
     case "$x" in
         fv.script=*) script="${x#fv.script=}" ;;
         fv.nonce=*) nonce="${x#fv.nonce=}" ;;
+        fv.debug=1) debug=1 ;;
     esac
 done
+# FV_TESTHOST_DEBUG: report each step (these lines then precede the command's output).
+step() {
+    if [ -n "$debug" ]; then echo "fv-testhost: init: $*"; fi
+}
+step "started at $(cut -d' ' -f1 /proc/uptime) s uptime"
+for m in @MODULES@; do
+    insmod "/lib/modules/$m" || echo "fv-testhost: insmod $m failed"
+done
+step "modules loaded"
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host ||
     fail "cannot mount the host root over 9p"
+step "host root mounted over 9p"
 # Read the script before /tmp is covered by the tmpfs below: the runner writes it there.
 cmd="$(cat "/host$script")" || fail "cannot read $script"
 mount -t proc proc /host/proc
@@ -33,6 +42,7 @@ mount -t tmpfs tmpfs /host/tmp
 mount -t tmpfs tmpfs /host/run
 # Pass the command's bytes through unchanged (no \n -> \r\n on the console).
 stty -opost -echo
+step "running the command at $(cut -d' ' -f1 /proc/uptime) s uptime"
 chroot /host /bin/sh -c "$cmd" </host/dev/null
 rc=$?
 # Keep "reboot: Power down" and friends out of the command's output.
