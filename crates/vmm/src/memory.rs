@@ -1,8 +1,7 @@
 //! Guest memory: anonymous private mappings laid out by `arch::layout::ram_regions`.
 
-use vm_memory::GuestAddress;
-
 use crate::arch::layout;
+use crate::vstate::memory::{ram_region, GuestRamError};
 
 /// The guest memory type used across the VMM (no dirty-page bitmap yet).
 pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
@@ -14,16 +13,19 @@ pub enum MemoryError {
     Mmap {
         mib: u64,
         #[source]
-        source: vm_memory::mmap::FromRangesError,
+        source: GuestRamError,
     },
+    #[error("guest memory regions overlap")]
+    Layout(#[source] vm_memory::GuestRegionCollectionError),
 }
 
 pub fn create_guest_memory(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    let ranges: Vec<(GuestAddress, usize)> = layout::ram_regions(mib << 20)
+    let regions = layout::ram_regions(mib << 20)
         .into_iter()
-        .map(|(start, len)| (GuestAddress(start), len as usize))
-        .collect();
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Mmap { mib, source })
+        .map(|(start, len)| ram_region(start, len as usize))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| MemoryError::Mmap { mib, source })?;
+    GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Layout)
 }
 
 #[cfg(test)]
@@ -32,6 +34,7 @@ mod tests {
 
     #[test]
     fn maps_low_ram_only_for_small_guests() {
+        use vm_memory::GuestAddress;
         let mem = create_guest_memory(64).unwrap();
         assert_eq!(mem.num_regions(), 1);
         assert_eq!(mem.last_addr(), GuestAddress((64 << 20) - 1));
