@@ -30,7 +30,6 @@ step "modules loaded"
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host ||
     fail "cannot mount the host root over 9p"
 step "host root mounted over 9p"
-# Read the script before /tmp is covered by the tmpfs below: the runner writes it there.
 cmd="$(cat "/host$script")" || fail "cannot read $script"
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
@@ -38,12 +37,14 @@ mount -t devtmpfs dev /host/dev
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
-mount -t tmpfs tmpfs /host/tmp
+# /tmp stays the host's (read-only), so that a checkout or build under /tmp can run here;
+# scratch files go to TMPDIR, a tmpfs.
 mount -t tmpfs tmpfs /host/run
+mkdir -p /host/run/tmp
 # Pass the command's bytes through unchanged (no \n -> \r\n on the console).
 stty -opost -echo
 step "running the command at $(cut -d' ' -f1 /proc/uptime) s uptime"
-chroot /host /bin/sh -c "$cmd" </host/dev/null
+TMPDIR=/run/tmp chroot /host /bin/sh -c "$cmd" </host/dev/null
 rc=$?
 # Keep "reboot: Power down" and friends out of the command's output.
 echo 0 > /proc/sys/kernel/printk
