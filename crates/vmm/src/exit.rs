@@ -3,6 +3,7 @@
 //! The first reason reported wins: a guest that panics and then triple-faults
 //! is reported as the panic.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -36,6 +37,8 @@ impl VmExit {
 /// Shared by every thread that can end the VM; the main loop polls `eventfd`.
 pub struct ExitEvent {
     reason: Mutex<Option<VmExit>>,
+    /// Mirrors `reason.is_some()`, cheap enough to check after every vCPU exit.
+    requested: AtomicBool,
     eventfd: EventFd,
 }
 
@@ -43,6 +46,7 @@ impl ExitEvent {
     pub fn new() -> std::io::Result<Self> {
         Ok(ExitEvent {
             reason: Mutex::new(None),
+            requested: AtomicBool::new(false),
             eventfd: EventFd::new(EFD_NONBLOCK)?,
         })
     }
@@ -52,9 +56,15 @@ impl ExitEvent {
         let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         if reason.is_none() {
             *reason = Some(exit);
+            self.requested.store(true, Ordering::Release);
         }
         // A full counter (u64::MAX - 1 writes) still leaves the fd readable, so the error is moot.
         let _ = self.eventfd.write(1);
+    }
+
+    /// Whether the VM is ending: vCPUs stop running guest code once it is.
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
     }
 
     /// The recorded reason, if any.
@@ -68,6 +78,7 @@ impl ExitEvent {
     /// Forgets a recorded reason (used when the VM is reset in place).
     pub fn clear(&self) {
         *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.requested.store(false, Ordering::Release);
         let _ = self.eventfd.read();
     }
 
@@ -84,7 +95,9 @@ mod tests {
     fn first_reason_wins_and_maps_to_status() {
         let e = ExitEvent::new().unwrap();
         assert_eq!(e.reason(), None);
+        assert!(!e.is_requested());
         e.request(VmExit::Crash("pvpanic".into()));
+        assert!(e.is_requested());
         e.request(VmExit::Reboot);
         assert_eq!(e.reason().unwrap().status(), 11);
         e.clear();

@@ -293,8 +293,11 @@ impl Vcpu {
             }
             if let Some(exit) = self.run_once(ctx) {
                 ctx.exit.request(exit);
-                // The main thread ends the process; until then, or until a reset
-                // in place, stay out of the guest.
+            }
+            if ctx.exit.is_requested() {
+                // This vCPU or a device (ACPI power-off, reset line) ended the VM. The
+                // main thread ends the process; until then, or until a reset in place,
+                // stay out of the guest, which would run on past its own power-off.
                 Self::park_until_reset(ctx);
             }
         }
