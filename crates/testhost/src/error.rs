@@ -47,6 +47,9 @@ pub enum Error {
     /// An argument to the runner cannot be expressed safely.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The emulated host did not reach the command in time (twice, when returned by `run`).
+    #[error("emulated host did not reach the command within {after:?} (QEMU killed)")]
+    BootStalled { after: Duration },
     /// The run exceeded its time limit; QEMU was killed.
     #[error(
         "emulated host timed out after {:.0?} (QEMU killed); output so far:\n{output}",

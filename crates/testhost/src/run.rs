@@ -104,6 +104,9 @@ struct MarkerFilter {
     marker: Vec<u8>,
     pending: Vec<u8>,
     status: Option<Vec<u8>>,
+    /// The line the host init prints right before the command; `None` once seen (or when
+    /// not looked for).
+    start: Option<Vec<u8>>,
 }
 
 impl MarkerFilter {
@@ -112,11 +115,36 @@ impl MarkerFilter {
             marker: marker.into_bytes(),
             pending: Vec::new(),
             status: None,
+            start: None,
         }
+    }
+
+    /// Also drops everything up to and including the line `start`.
+    fn with_start(mut self, start: String) -> Self {
+        self.start = Some(format!("{start}\n").into_bytes());
+        self
+    }
+
+    /// Whether the command has started (the start line was seen, or none is expected).
+    fn started(&self) -> bool {
+        self.start.is_none()
     }
 
     /// Feeds bytes from the console; returns those that belong to the command's output.
     fn feed(&mut self, data: &[u8]) -> Vec<u8> {
+        if let Some(start) = &self.start {
+            self.pending.extend_from_slice(data);
+            let Some(i) = self.pending.windows(start.len()).position(|w| w == start) else {
+                // Boot noise: keep only what could be the start of the start line.
+                let keep = self.pending.len().saturating_sub(start.len());
+                self.pending.drain(..keep);
+                return Vec::new();
+            };
+            let rest = self.pending.split_off(i + start.len());
+            self.pending.clear();
+            self.start = None;
+            return self.feed(&rest);
+        }
         if let Some(status) = &mut self.status {
             status.extend_from_slice(data);
             return Vec::new();
@@ -208,12 +236,34 @@ pub fn run(opts: &RunOptions, argv: &[&str]) -> Result<RunOutput, Error> {
     run_with(&artifacts, opts, argv)
 }
 
+/// How long the emulated host may take to reach the command (normally 2-3 s, 6 s on a
+/// loaded machine) before the boot counts as stalled.
+const BOOT_DEADLINE: Duration = Duration::from_secs(90);
+
 /// Like [`run`] with already prepared artifacts.
+///
+/// A boot that stalls before the command starts is retried once, with a warning on
+/// stderr: the command itself never ran, so running it then is not running it twice.
+/// (The emulated host's kernel occasionally stalls in early boot on a loaded machine;
+/// see docs/testhost.md.)
 pub fn run_with(
     artifacts: &Artifacts,
     opts: &RunOptions,
     argv: &[&str],
 ) -> Result<RunOutput, Error> {
+    match run_once(artifacts, opts, argv) {
+        Err(Error::BootStalled { after }) => {
+            eprintln!(
+                "fv-testhost: warning: the emulated host did not reach the command within \
+                 {after:?}; booting it again"
+            );
+            run_once(artifacts, opts, argv)
+        }
+        other => other,
+    }
+}
+
+fn run_once(artifacts: &Artifacts, opts: &RunOptions, argv: &[&str]) -> Result<RunOutput, Error> {
     let qemu = require("qemu-system-x86_64", "qemu-system-x86")?;
     let cwd = match &opts.cwd {
         Some(d) => d.clone(),
@@ -292,7 +342,9 @@ pub fn run_with(
         source,
     })?;
 
-    let filter = Arc::new(Mutex::new(MarkerFilter::new(format!("FVTH-{nonce}-EXIT="))));
+    let filter = Arc::new(Mutex::new(
+        MarkerFilter::new(format!("FVTH-{nonce}-EXIT=")).with_start(format!("FVTH-{nonce}-START")),
+    ));
     let output = Arc::new(Mutex::new(Vec::new()));
     let mut stdout = child
         .stdout
@@ -352,6 +404,16 @@ pub fn run_with(
             Ok(None) => {}
             Err(source) => break Err(source),
         }
+        let started = filter.lock().map(|f| f.started()).unwrap_or(true);
+        if !started && start.elapsed() > BOOT_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = reader.join();
+            let _ = err_reader.join();
+            return Err(Error::BootStalled {
+                after: BOOT_DEADLINE,
+            });
+        }
         if opts.timeout.is_some_and(|t| start.elapsed() > t) {
             let _ = child.kill();
             let _ = child.wait();
@@ -397,6 +459,18 @@ pub fn run_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_line_hides_boot_noise_even_when_split() {
+        let mut f = MarkerFilter::new("FVTH-x-EXIT=".into()).with_start("FVTH-x-START".into());
+        assert!(!f.started());
+        let mut out = f.feed(b"[ 1.0] noise\nFVTH-x-ST");
+        out.extend(f.feed(b"ART\nhello\n"));
+        assert!(f.started());
+        out.extend(f.feed(b"world\nFVTH-x-EXIT=7\n"));
+        assert_eq!(out, b"hello\nworld\n");
+        assert_eq!(f.status(), Some(7));
+    }
 
     #[test]
     fn filter_splits_output_and_status_across_chunks() {

@@ -44,6 +44,8 @@ mkdir -p /host/run/tmp
 # Pass the command's bytes through unchanged (no \n -> \r\n on the console).
 stty -opost -echo
 step "running the command at $(cut -d' ' -f1 /proc/uptime) s uptime"
+# Tells the runner that the host booted: everything before this line is not the command's.
+echo "FVTH-$nonce-START"
 TMPDIR=/run/tmp chroot /host /bin/sh -c "$cmd" </host/dev/null
 rc=$?
 # Keep "reboot: Power down" and friends out of the command's output.
