@@ -6,11 +6,13 @@
 //! the test drives fv-vmm on real nested KVM and makes the assertions. The outer test
 //! passes when the inner one did.
 
-use std::io::{Read, Write};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::Vmm;
 
 use fv_testhost::{Artifacts, RunOptions, GUEST_CMDLINE};
 
@@ -65,116 +67,27 @@ fn inside(var: &str) -> Option<PathBuf> {
     Some(PathBuf::from(std::env::var_os(var).expect(var)))
 }
 
-/// A running fv-vmm with its serial console on pipes.
-struct Guest {
-    child: Child,
-    output: Arc<(Mutex<String>, Condvar)>,
-    stderr: Arc<(Mutex<String>, Condvar)>,
-    started: Instant,
+/// Starts fv-vmm on `kernel` with the test initramfs, console on pipes.
+fn boot(kernel: &Path, vcpus: u8, memory_mib: u64, action: &str) -> Vmm {
+    let initrd = inside("FV_INITRD").unwrap();
+    Vmm::spawn([
+        "--kernel".into(),
+        path_str(kernel),
+        "--initrd".into(),
+        path_str(&initrd),
+        "--cmdline".into(),
+        format!("{GUEST_CMDLINE} fv.action={action}"),
+        "--vcpus".into(),
+        vcpus.to_string(),
+        "--memory".into(),
+        memory_mib.to_string(),
+    ])
 }
 
-fn collect(mut r: impl Read + Send + 'static) -> Arc<(Mutex<String>, Condvar)> {
-    let shared = Arc::new((Mutex::new(String::new()), Condvar::new()));
-    let s = shared.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = r.read(&mut buf) {
-            s.0.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-            s.1.notify_all();
-        }
-    });
-    shared
-}
-
-impl Guest {
-    fn boot(kernel: &Path, vcpus: u8, memory_mib: u64, action: &str) -> Guest {
-        let initrd = inside("FV_INITRD").unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fv-vmm"))
-            .arg("--kernel")
-            .arg(kernel)
-            .arg("--initrd")
-            .arg(initrd)
-            .args(["--cmdline", &format!("{GUEST_CMDLINE} fv.action={action}")])
-            .args(["--vcpus", &vcpus.to_string()])
-            .args(["--memory", &memory_mib.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start fv-vmm");
-        let output = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        Guest {
-            child,
-            output,
-            stderr,
-            started: Instant::now(),
-        }
-    }
-
-    fn output(&self) -> String {
-        self.output.0.lock().unwrap().clone()
-    }
-
-    fn wait_for(&mut self, text: &str) {
-        self.wait_for_count(text, 1);
-    }
-
-    /// Waits until the console shows `text` `count` times; fails the test on timeout or
-    /// early exit.
-    fn wait_for_count(&mut self, text: &str, count: usize) {
-        let (lock, cv) = &*self.output;
-        let mut out = lock.lock().unwrap();
-        while out.matches(text).count() < count {
-            let left = GUEST_TIMEOUT.saturating_sub(self.started.elapsed());
-            assert!(!left.is_zero(), "no {text:?} on the console:\n{out}");
-            out = cv
-                .wait_timeout(out, left.min(Duration::from_millis(200)))
-                .unwrap()
-                .0;
-            if out.matches(text).count() >= count {
-                break;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                drop(out);
-                // Let the reader threads drain the pipes before reporting.
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "fv-vmm exited ({status}) before {text:?}:\n{}\nstderr: {}",
-                    self.output(),
-                    self.stderr.0.lock().unwrap()
-                );
-            }
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        stdin.write_all(line.as_bytes()).unwrap();
-        stdin.write_all(b"\n").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits for fv-vmm to exit; returns its status, console output and stderr.
-    fn wait_exit(mut self) -> (i32, String, String) {
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                let code = status.code().unwrap_or(-1);
-                return (code, self.output(), self.stderr.0.lock().unwrap().clone());
-            }
-            if self.started.elapsed() > GUEST_TIMEOUT {
-                let _ = self.child.kill();
-                panic!(
-                    "fv-vmm did not exit within {GUEST_TIMEOUT:?}:\n{}",
-                    self.output()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+/// Waits for fv-vmm to exit; returns its status, console output and stderr.
+fn wait_exit(mut vmm: Vmm) -> (i32, String, String) {
+    let status = vmm.wait_exit_within(GUEST_TIMEOUT);
+    (status, vmm.stdout(), vmm.stderr())
 }
 
 /// The ready line the guest's init prints: (online CPUs, MemTotal KiB).
@@ -202,7 +115,7 @@ fn assert_memory(mem_kib: u64, memory_mib: u64, output: &str) {
 }
 
 fn boot_to_exit(kernel: &Path, vcpus: u8, memory_mib: u64, action: &str) -> (i32, String, String) {
-    let (status, output, stderr) = Guest::boot(kernel, vcpus, memory_mib, action).wait_exit();
+    let (status, output, stderr) = wait_exit(boot(kernel, vcpus, memory_mib, action));
     let (cpus, mem_kib) = ready_line(&output);
     assert_eq!(cpus, u32::from(vcpus), "{output}");
     assert_memory(mem_kib, memory_mib, &output);
@@ -270,18 +183,18 @@ fn inside_pvh_vmlinux_four_vcpus_serial_shell() {
     let Some(kernel) = inside("FV_VMLINUX") else {
         return;
     };
-    let mut guest = Guest::boot(&kernel, 4, 512, "shell");
+    let mut guest = boot(&kernel, 4, 512, "shell");
     // Type each line at a prompt, as a person would. What we type reaches the shell and
     // its answer comes back (the echoed command itself shows `$((6*7))`, not `42`).
-    guest.wait_for("/ # ");
-    guest.type_line("echo fv-$((6*7))");
-    guest.wait_for("fv-42");
-    guest.wait_for_count("/ # ", 2);
-    guest.type_line("cat /sys/devices/system/clocksource/clocksource0/current_clocksource");
-    guest.wait_for("kvm-clock");
-    guest.wait_for_count("/ # ", 3);
-    guest.type_line("poweroff -f");
-    let (status, output, stderr) = guest.wait_exit();
+    guest.wait_for_output_n("/ # ", 1, GUEST_TIMEOUT);
+    guest.write_stdin(b"echo fv-$((6*7))\n");
+    guest.wait_for_output_n("fv-42", 1, GUEST_TIMEOUT);
+    guest.wait_for_output_n("/ # ", 2, GUEST_TIMEOUT);
+    guest.write_stdin(b"cat /sys/devices/system/clocksource/clocksource0/current_clocksource\n");
+    guest.wait_for_output_n("kvm-clock", 1, GUEST_TIMEOUT);
+    guest.wait_for_output_n("/ # ", 3, GUEST_TIMEOUT);
+    guest.write_stdin(b"poweroff -f\n");
+    let (status, output, stderr) = wait_exit(guest);
     let (cpus, mem_kib) = ready_line(&output);
     assert_eq!(cpus, 4, "{output}");
     assert_memory(mem_kib, 512, &output);

@@ -227,7 +227,12 @@ impl Vmm {
     /// Wait for fv-vmm to exit (killing it and panicking after `VM_TIMEOUT` since spawn),
     /// then for its output pipes to drain. Returns the exit code.
     pub fn wait_exit(&mut self) -> i32 {
-        let deadline = self.started + VM_TIMEOUT;
+        self.wait_exit_within(VM_TIMEOUT)
+    }
+
+    /// Like `wait_exit`, for guests slower than the tiny ones (Linux, nested).
+    pub fn wait_exit_within(&mut self, timeout: Duration) -> i32 {
+        let deadline = self.started + timeout;
         let status = loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
                 break st;
@@ -235,7 +240,7 @@ impl Vmm {
             if Instant::now() >= deadline {
                 self.kill();
                 panic!(
-                    "fv-vmm did not exit within {VM_TIMEOUT:?}\n{}",
+                    "fv-vmm did not exit within {timeout:?}\n{}",
                     self.describe()
                 );
             }
