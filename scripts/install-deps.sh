@@ -12,6 +12,8 @@ packages=(
     binutils
     # Reading the API socket by hand in docs/ examples.
     curl
+    # qemu-img and qemu-io: fv-disk's tests create and check qcow2 images with them.
+    qemu-utils
 )
 
 missing=()

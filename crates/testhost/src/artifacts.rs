@@ -52,6 +52,7 @@ const GUEST_MODULES: &[&str] = &[
     "failover",
     "net_failover",
     "virtio_net",
+    "virtio-rng",
     "pvpanic",
     "pvpanic-mmio",
 ];

@@ -71,4 +71,11 @@ pub trait VirtioDevice: MutEventSubscriber + Send {
     /// The driver wrote 0 to the device status: stop using the queues and go back to the
     /// state before `activate`. Idempotent.
     fn reset(&mut self);
+    /// The device met an error it cannot report through its queues (a broken ring, a chain
+    /// it cannot answer) and stopped: the transport shows `DEVICE_NEEDS_RESET` in the
+    /// device status. The device has already sent a configuration-change interrupt.
+    /// Cleared by `reset`.
+    fn needs_reset(&self) -> bool {
+        false
+    }
 }

@@ -8,7 +8,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod block;
 pub mod device;
+pub mod lifecycle;
+pub mod net;
+pub mod queue;
+pub mod rate_limiter;
+pub mod rng;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
+pub mod transport;
 
 pub use device::{ActivateError, Interrupt, QueueEvents, VirtioDevice};
 

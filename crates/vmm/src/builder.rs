@@ -1,5 +1,6 @@
 //! Builds a VM top to bottom, in the order the hardware would exist: memory, KVM VM,
-//! devices, guest image, vCPUs. Nothing runs guest code until `Vmm::run`.
+//! legacy devices, the PCI bus and its virtio devices (each with its event-loop thread),
+//! vCPUs. Nothing runs guest code until `Vmm::run`.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileTypeExt;
@@ -14,13 +15,16 @@ use crate::config::{SerialConfig, VmConfig};
 use crate::devices::acpi_pm::AcpiPmDevice;
 use crate::devices::cmos::Cmos;
 use crate::devices::i8042::I8042ResetLine;
+use crate::devices::pci::{PciConfigIo, PciEcam, PciRoot};
 use crate::devices::pvpanic::PvPanic;
 use crate::devices::serial::{InputSource, SerialDevice, SerialOutput, SocketClient};
+use crate::devices::virtio::{attach_virtio_pci, VirtioPciHandle, VirtioSetupError};
 use crate::devices::{Bus, BusDevice};
 use crate::exit::ExitEvent;
 use crate::loader::{self, LoadError};
 use crate::memory::{self, MemoryError};
 use crate::vmm::{Devices, Vmm};
+use crate::vstate::irq::IrqRouting;
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
 use crate::vstate::{KvmContext, KvmError};
@@ -47,6 +51,22 @@ pub enum BuildError {
     SocketInUse(PathBuf),
     #[error("cannot place a device on the bus")]
     Bus(#[from] crate::devices::bus::BusError),
+    #[error("disk {path}")]
+    Disk {
+        path: PathBuf,
+        #[source]
+        source: fv_disk::DiskError,
+    },
+    #[error("disk {path}: cannot create its virtio-blk device")]
+    Block {
+        path: PathBuf,
+        #[source]
+        source: fv_virtio::block::BlockError,
+    },
+    #[error("cannot create the virtio-rng device")]
+    Rng(#[source] fv_virtio::rng::RngError),
+    #[error(transparent)]
+    Virtio(#[from] VirtioSetupError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -100,6 +120,60 @@ fn shared<D: BusDevice + 'static>(d: D) -> Arc<Mutex<dyn BusDevice>> {
     Arc::new(Mutex::new(d))
 }
 
+/// The disks (in order) then the entropy device, each in the next free PCI slot.
+fn attach_virtio_devices(
+    config: &VmConfig,
+    mem: &crate::memory::GuestMemoryMmap,
+    routing: &Arc<IrqRouting>,
+    pci: &Mutex<PciRoot>,
+) -> Result<Vec<VirtioPciHandle>, BuildError> {
+    use fv_virtio::block::{BlockConfig, BlockDevice};
+    use fv_virtio::rng::RngDevice;
+    use fv_virtio::VirtioDevice;
+
+    let mut handles = Vec::new();
+    for (i, disk) in config.disks.iter().enumerate() {
+        let image = fv_disk::open_disk(&disk.path, disk.format.map(|f| f.to_disk()), disk.readonly)
+            .map_err(|source| BuildError::Disk {
+                path: disk.path.clone(),
+                source,
+            })?;
+        let block = BlockDevice::new(
+            image,
+            BlockConfig {
+                serial: disk.serial.clone().unwrap_or_default(),
+                ..BlockConfig::default()
+            },
+        )
+        .map_err(|source| BuildError::Block {
+            path: disk.path.clone(),
+            source,
+        })?;
+        let device: Arc<Mutex<dyn VirtioDevice>> = Arc::new(Mutex::new(block));
+        handles.push(attach_virtio_pci(
+            &format!("blk{i}"),
+            device,
+            mem,
+            routing,
+            pci,
+            config.seccomp,
+        )?);
+    }
+    if config.rng {
+        let rng = RngDevice::new(Default::default()).map_err(BuildError::Rng)?;
+        let device: Arc<Mutex<dyn VirtioDevice>> = Arc::new(Mutex::new(rng));
+        handles.push(attach_virtio_pci(
+            "rng",
+            device,
+            mem,
+            routing,
+            pci,
+            config.seccomp,
+        )?);
+    }
+    Ok(handles)
+}
+
 /// Builds the VM described by `config`, ready to run.
 pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
     // Cheap checks on user input first, so a typo does not cost a KVM VM.
@@ -107,7 +181,8 @@ pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
     let boot_entry = loader::load_guest(&mem, config)?;
 
     let kvm = KvmContext::new()?;
-    let vm = Vm::new(&kvm, &mem)?;
+    let vm = Arc::new(Vm::new(&kvm, &mem)?);
+    let routing = Arc::new(IrqRouting::new(vm.clone())?);
     let exit = Arc::new(ExitEvent::new().map_err(io("exit eventfd"))?);
 
     let com1_irq = EventFd::new(EFD_NONBLOCK).map_err(io("COM1 irqfd"))?;
@@ -117,7 +192,8 @@ pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
         SerialDevice::new(&com1_irq, output).map_err(io("COM1"))?,
     ));
 
-    let mut pio = Bus::new();
+    let pio = Bus::new();
+    let mmio = Arc::new(Bus::new());
     pio.insert(serial.clone(), layout::COM1_PORT, 8)?;
     pio.insert(
         shared(I8042ResetLine::new(exit.clone())),
@@ -136,6 +212,23 @@ pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
     )?;
     pio.insert(shared(PvPanic::new(exit.clone())), layout::PVPANIC_PORT, 1)?;
 
+    let pci = Arc::new(Mutex::new(PciRoot::new(
+        mmio.clone(),
+        vm.clone(),
+        (layout::PCI_MMIO_START, layout::PCI_MMIO_SIZE),
+    )));
+    pio.insert(
+        shared(PciConfigIo::new(pci.clone())),
+        layout::PCI_CONFIG_IO_PORT,
+        layout::PCI_CONFIG_IO_PORT_LEN,
+    )?;
+    mmio.insert(
+        shared(PciEcam::new(pci.clone())),
+        layout::PCI_ECAM_START,
+        layout::PCI_ECAM_SIZE,
+    )?;
+    let virtio = attach_virtio_devices(config, &mem, &routing, &pci)?;
+
     let vcpus = (0..config.vcpus)
         .map(|i| Vcpu::new(&kvm, &vm, i, config.vcpus, boot_entry))
         .collect::<Result<Vec<_>, _>>()?;
@@ -153,9 +246,11 @@ pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
         vcpus,
         Devices {
             pio: Arc::new(pio),
-            mmio: Arc::new(Bus::new()),
+            mmio,
             serial,
             serial_input: input,
+            pci,
+            virtio,
         },
         exit,
         api,

@@ -40,6 +40,153 @@ pub enum ConfigError {
     CmdlineTooLong(usize),
     #[error("kernel command line contains a NUL byte")]
     CmdlineNul,
+    #[error("{flag} {value:?}: {why}")]
+    DeviceOption {
+        flag: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("{count} PCI devices asked for; at most {max} fit on the PCI bus")]
+    TooManyDevices { count: usize, max: usize },
+}
+
+/// PCI slots for devices: bus 0 has 32, the host bridge takes one.
+pub const MAX_PCI_DEVICES: usize = 31;
+/// virtio-blk's serial (VIRTIO_BLK_ID_BYTES).
+pub const MAX_DISK_SERIAL_LEN: usize = 20;
+
+/// A disk image's format on the command line and in the JSON file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    pub fn to_disk(self) -> fv_disk::Format {
+        match self {
+            DiskFormat::Raw => fv_disk::Format::Raw,
+            DiskFormat::Qcow2 => fv_disk::Format::Qcow2,
+        }
+    }
+}
+
+/// One virtio-blk disk: `--disk path=P[,format=raw|qcow2][,readonly=on][,serial=S]`, or an
+/// object in the JSON file's `disks` list with the same keys (`readonly` a boolean).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    /// `None`: probed from the image (a qcow2 header, else raw).
+    #[serde(default)]
+    pub format: Option<DiskFormat>,
+    #[serde(default)]
+    pub readonly: bool,
+    /// What the guest reads as the disk's serial (e.g. /sys/block/vda/serial).
+    #[serde(default)]
+    pub serial: Option<String>,
+}
+
+/// Splits a device flag's value, `key=value,key=value`, refusing unknown and repeated keys
+/// and empty values. Values cannot contain commas (use the JSON file for such paths).
+pub fn parse_device_options<'a>(
+    flag: &'static str,
+    value: &'a str,
+    known: &[&str],
+) -> Result<Vec<(&'a str, &'a str)>, ConfigError> {
+    let bad = |why: String| ConfigError::DeviceOption {
+        flag,
+        value: value.to_string(),
+        why,
+    };
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for item in value.split(',') {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{item:?} is not key=value")))?;
+        if !known.contains(&k) {
+            return Err(bad(format!(
+                "unknown key {k:?} (known: {})",
+                known.join(", ")
+            )));
+        }
+        if v.is_empty() {
+            return Err(bad(format!("{k}= needs a value")));
+        }
+        if out.iter().any(|(seen, _)| *seen == k) {
+            return Err(bad(format!("{k}= given twice")));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+impl FromStr for DiskConfig {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &str| ConfigError::DeviceOption {
+            flag: "--disk",
+            value: s.to_string(),
+            why: why.to_string(),
+        };
+        let mut disk = DiskConfig {
+            path: PathBuf::new(),
+            format: None,
+            readonly: false,
+            serial: None,
+        };
+        for (k, v) in parse_device_options("--disk", s, &["path", "format", "readonly", "serial"])?
+        {
+            match k {
+                "path" => disk.path = PathBuf::from(v),
+                "format" => {
+                    disk.format = Some(match v {
+                        "raw" => DiskFormat::Raw,
+                        "qcow2" => DiskFormat::Qcow2,
+                        _ => return Err(bad("format= is raw or qcow2")),
+                    })
+                }
+                "readonly" => {
+                    disk.readonly = match v {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad("readonly= is on or off")),
+                    }
+                }
+                _ => disk.serial = Some(v.to_string()),
+            }
+        }
+        if disk.path.as_os_str().is_empty() {
+            return Err(bad("path= is required"));
+        }
+        Ok(disk)
+    }
+}
+
+impl DiskConfig {
+    /// Checks what the JSON file could get wrong that the flag parser already refuses.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |why: String| ConfigError::DeviceOption {
+            flag: "--disk",
+            value: self.path.display().to_string(),
+            why,
+        };
+        if self.path.as_os_str().is_empty() {
+            return Err(bad("path is empty".into()));
+        }
+        if let Some(serial) = &self.serial {
+            if serial.len() > MAX_DISK_SERIAL_LEN
+                || !serial.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            {
+                return Err(bad(format!(
+                    "serial {serial:?} must be at most {MAX_DISK_SERIAL_LEN} printable ASCII characters"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where the guest's COM1 goes.
@@ -102,6 +249,10 @@ pub struct ConfigFile {
     pub serial: Option<String>,
     pub api_socket: Option<PathBuf>,
     pub seccomp: Option<bool>,
+    /// virtio-blk disks, in PCI slot order.
+    pub disks: Option<Vec<DiskConfig>>,
+    /// A virtio-rng device fed from the host's random source.
+    pub rng: Option<bool>,
 }
 
 /// fv-vmm: run one virtual machine on KVM.
@@ -138,6 +289,13 @@ pub struct Cli {
     /// Do not install seccomp filters (debugging only).
     #[arg(long)]
     pub no_seccomp: bool,
+    /// A virtio-blk disk: path=P[,format=raw|qcow2][,readonly=on][,serial=S]. Repeatable;
+    /// replaces the config file's disks.
+    #[arg(long = "disk", value_name = "OPTIONS")]
+    pub disks: Vec<String>,
+    /// Add a virtio-rng device (the guest's /dev/hwrng).
+    #[arg(long)]
+    pub rng: bool,
 }
 
 /// Validated settings for one VM.
@@ -151,6 +309,8 @@ pub struct VmConfig {
     pub serial: SerialConfig,
     pub api_socket: Option<PathBuf>,
     pub seccomp: bool,
+    pub disks: Vec<DiskConfig>,
+    pub rng: bool,
 }
 
 impl ConfigFile {
@@ -186,6 +346,17 @@ impl Cli {
             } else {
                 file.seccomp
             },
+            disks: if self.disks.is_empty() {
+                file.disks
+            } else {
+                Some(
+                    self.disks
+                        .iter()
+                        .map(|d| d.parse())
+                        .collect::<Result<Vec<DiskConfig>, _>>()?,
+                )
+            },
+            rng: if self.rng { Some(true) } else { file.rng },
         };
         merged.validate()
     }
@@ -212,6 +383,18 @@ impl ConfigFile {
             Some(s) => s.parse()?,
             None => SerialConfig::default(),
         };
+        let disks = self.disks.unwrap_or_default();
+        for d in &disks {
+            d.validate()?;
+        }
+        let rng = self.rng.unwrap_or(false);
+        let count = disks.len() + usize::from(rng);
+        if count > MAX_PCI_DEVICES {
+            return Err(ConfigError::TooManyDevices {
+                count,
+                max: MAX_PCI_DEVICES,
+            });
+        }
         Ok(VmConfig {
             kernel: self.kernel.ok_or(ConfigError::NoKernel)?,
             initrd: self.initrd,
@@ -222,6 +405,8 @@ impl ConfigFile {
             serial,
             api_socket: self.api_socket,
             seccomp: self.seccomp.unwrap_or(true),
+            disks,
+            rng,
         })
     }
 }
@@ -288,6 +473,68 @@ mod tests {
     }
 
     #[test]
+    fn disk_and_rng_flags() {
+        let c = cli(&[
+            "--kernel",
+            "/k",
+            "--disk",
+            "path=/a.img",
+            "--disk",
+            "path=/b.qcow2,format=qcow2,readonly=on,serial=fv-disk-2",
+            "--rng",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.disks,
+            vec![
+                DiskConfig {
+                    path: "/a.img".into(),
+                    format: None,
+                    readonly: false,
+                    serial: None
+                },
+                DiskConfig {
+                    path: "/b.qcow2".into(),
+                    format: Some(DiskFormat::Qcow2),
+                    readonly: true,
+                    serial: Some("fv-disk-2".into())
+                }
+            ]
+        );
+        assert!(c.rng);
+        let plain = cli(&["--kernel", "/k"]).unwrap();
+        assert!(plain.disks.is_empty() && !plain.rng);
+        for bad in [
+            "/a.img",
+            "path=",
+            "format=raw",
+            "path=/a,format=vmdk",
+            "path=/a,readonly=yes",
+            "path=/a,path=/b",
+            "path=/a,cache=none",
+            "path=/a,serial=this-serial-is-far-too-long",
+            "path=/a,serial=tab\there",
+            "path=/a,",
+        ] {
+            let err = cli(&["--kernel", "/k", "--disk", bad]).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::DeviceOption { flag: "--disk", .. }),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().starts_with("--disk "), "{err}");
+        }
+        let many: Vec<String> = (0..32).map(|i| format!("path=/d{i}")).collect();
+        let mut args = vec!["--kernel", "/k"];
+        for d in &many {
+            args.extend(["--disk", d.as_str()]);
+        }
+        assert!(matches!(
+            cli(&args),
+            Err(ConfigError::TooManyDevices { count: 32, max: 31 })
+        ));
+    }
+
+    #[test]
     fn flags_override_the_config_file() {
         let dir = std::env::temp_dir().join(format!("fv-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -302,6 +549,45 @@ mod tests {
         assert_eq!((c.vcpus, c.memory_mib), (2, 512));
         assert_eq!(c.serial, SerialConfig::None);
         assert!(!c.seccomp);
+
+        std::fs::write(
+            &path,
+            r#"{"kernel": "/k", "rng": true,
+                "disks": [{"path": "/a.img"}, {"path": "/b", "format": "raw", "readonly": true}]}"#,
+        )
+        .unwrap();
+        let c = cli(&["--config", path.to_str().unwrap()]).unwrap();
+        assert!(c.rng);
+        assert_eq!(c.disks.len(), 2);
+        assert_eq!(c.disks[1].format, Some(DiskFormat::Raw));
+        assert!(c.disks[1].readonly);
+        // --disk flags replace the file's list.
+        let c = cli(&["--config", path.to_str().unwrap(), "--disk", "path=/c"]).unwrap();
+        assert_eq!(c.disks.len(), 1);
+        assert_eq!(c.disks[0].path, PathBuf::from("/c"));
+        for bad in [
+            r#"{"kernel": "/k", "disks": [{"path": "/a", "format": "vmdk"}]}"#,
+            r#"{"kernel": "/k", "disks": [{"path": "/a", "cache": "none"}]}"#,
+            r#"{"kernel": "/k", "disks": [{"format": "raw"}]}"#,
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(
+                matches!(
+                    cli(&["--config", path.to_str().unwrap()]),
+                    Err(ConfigError::Parse { .. })
+                ),
+                "{bad}"
+            );
+        }
+        std::fs::write(
+            &path,
+            r#"{"kernel": "/k", "disks": [{"path": "/a", "serial": "x\u0001"}]}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            cli(&["--config", path.to_str().unwrap()]),
+            Err(ConfigError::DeviceOption { .. })
+        ));
 
         std::fs::write(&path, r#"{"kernel": "/k", "vcpu": 2}"#).unwrap();
         let err = cli(&["--config", path.to_str().unwrap()]).unwrap_err();

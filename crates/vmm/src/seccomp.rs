@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use kvm_bindings::{
-    kvm_fpu, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msrs, kvm_pit_state2, kvm_regs,
-    kvm_sregs, KVMIO,
+    kvm_fpu, kvm_ioeventfd, kvm_irq_routing, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msrs,
+    kvm_pit_state2, kvm_regs, kvm_sregs, KVMIO,
 };
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -26,6 +26,9 @@ pub enum ThreadKind {
     Api,
     /// Runs guest code and emulates port/MMIO accesses.
     Vcpu,
+    /// A virtio device's event loop ("fv-virtio-<name>"): queue processing and the
+    /// device's backend I/O (disk image, entropy source).
+    Device,
 }
 
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
@@ -38,6 +41,8 @@ ioctl_iow_nr!(KVM_SET_LAPIC, KVMIO, 0x8f, kvm_lapic_state);
 ioctl_iow_nr!(KVM_SET_MP_STATE, KVMIO, 0x99, kvm_mp_state);
 ioctl_ior_nr!(KVM_SET_IRQCHIP, KVMIO, 0x63, kvm_irqchip);
 ioctl_iow_nr!(KVM_SET_PIT2, KVMIO, 0xa0, kvm_pit_state2);
+ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
+ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_ioeventfd);
 /// Terminal attributes: `set_canon_mode` restores the console at exit.
 const TCGETS: u64 = 0x5401;
 const TCSETS: u64 = 0x5402;
@@ -84,6 +89,8 @@ const MAIN: &[i64] = &[
     libc::SYS_fstat,
     libc::SYS_newfstatat,
     libc::SYS_statx,
+    // A reset in place resets the virtio devices (their rate-limit timers).
+    libc::SYS_timerfd_settime,
 ];
 
 const API: &[i64] = &[
@@ -99,13 +106,49 @@ const API: &[i64] = &[
 const VCPU: &[i64] = &[
     // Serial output to a socket client.
     libc::SYS_sendto,
+    // A virtio reset drains the queue notification eventfds and disarms the device's
+    // rate-limit timer; activation wakes the device's loop (write, in COMMON).
+    libc::SYS_read,
+    libc::SYS_timerfd_settime,
+];
+
+const DEVICE: &[i64] = &[
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_ctl,
+    // Eventfds, timerfds, the entropy source; disk images (positioned and vectored I/O).
+    libc::SYS_read,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_preadv2,
+    libc::SYS_pwritev2,
+    libc::SYS_lseek,
+    libc::SYS_fstat,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_fallocate,
+    libc::SYS_timerfd_settime,
+    libc::SYS_timerfd_gettime,
+    libc::SYS_getrandom,
 ];
 
 fn ioctls(kind: ThreadKind) -> Vec<u64> {
     let n = |nr: libc::c_ulong| u64::from(nr as u32);
     match kind {
-        ThreadKind::Main => vec![n(KVM_SET_IRQCHIP()), n(KVM_SET_PIT2()), TCGETS, TCSETS],
-        ThreadKind::Api => vec![],
+        ThreadKind::Main => vec![
+            n(KVM_SET_IRQCHIP()),
+            n(KVM_SET_PIT2()),
+            // A reset in place puts PCI BARs (and their ioeventfds) back and masks MSI-X.
+            n(KVM_IOEVENTFD()),
+            n(KVM_SET_GSI_ROUTING()),
+            TCGETS,
+            TCSETS,
+        ],
+        ThreadKind::Api | ThreadKind::Device => vec![],
         ThreadKind::Vcpu => vec![
             n(KVM_RUN()),
             n(KVM_SET_REGS()),
@@ -115,6 +158,9 @@ fn ioctls(kind: ThreadKind) -> Vec<u64> {
             n(KVM_GET_LAPIC()),
             n(KVM_SET_LAPIC()),
             n(KVM_SET_MP_STATE()),
+            // The guest programs MSI-X vectors and moves PCI BARs.
+            n(KVM_SET_GSI_ROUTING()),
+            n(KVM_IOEVENTFD()),
         ],
     }
 }
@@ -125,6 +171,7 @@ pub fn filter(kind: ThreadKind) -> Result<BpfProgram, String> {
         ThreadKind::Main => MAIN,
         ThreadKind::Api => API,
         ThreadKind::Vcpu => VCPU,
+        ThreadKind::Device => DEVICE,
     };
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = COMMON
         .iter()
@@ -170,10 +217,17 @@ mod tests {
 
     #[test]
     fn every_filter_compiles() {
-        for kind in [ThreadKind::Main, ThreadKind::Api, ThreadKind::Vcpu] {
+        for kind in [
+            ThreadKind::Main,
+            ThreadKind::Api,
+            ThreadKind::Vcpu,
+            ThreadKind::Device,
+        ] {
             assert!(!filter(kind).unwrap().is_empty());
         }
         assert_eq!(u64::from(KVM_RUN() as u32), 0xae80);
+        assert_eq!(u64::from(KVM_IOEVENTFD() as u32), 0x4040_ae79);
+        assert_eq!(u64::from(KVM_SET_GSI_ROUTING() as u32), 0x4008_ae6a);
     }
 
     #[test]

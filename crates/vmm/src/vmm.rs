@@ -11,10 +11,12 @@ use std::time::Instant;
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::api::{self, ActionError, ApiRequest, VmInfo, VmState, VmmAction, VmmData};
+use crate::api::{self, ActionError, ApiRequest, DeviceInfo, VmInfo, VmState, VmmAction, VmmData};
 use crate::config::VmConfig;
 use crate::devices::bus::lock;
+use crate::devices::pci::PciRoot;
 use crate::devices::serial::{InputSource, SerialDevice, SerialInput};
+use crate::devices::virtio::VirtioPciHandle;
 use crate::devices::Bus;
 use crate::exit::{ExitEvent, VmExit};
 use crate::loader;
@@ -31,6 +33,10 @@ pub struct Devices {
     pub mmio: Arc<Bus>,
     pub serial: Arc<Mutex<SerialDevice>>,
     pub serial_input: InputSource,
+    /// PCI bus 0: the host bridge and the virtio devices.
+    pub pci: Arc<Mutex<PciRoot>>,
+    /// The virtio devices' event-loop threads (they run until the process exits).
+    pub virtio: Vec<VirtioPciHandle>,
 }
 
 pub struct Vmm {
@@ -38,7 +44,7 @@ pub struct Vmm {
     mem: GuestMemoryMmap,
     // Kept open for the life of the VM: the VM and vCPU fds hang off it.
     _kvm: KvmContext,
-    vm: Vm,
+    vm: Arc<Vm>,
     vcpus: Vec<Vcpu>,
     devices: Devices,
     exit: Arc<ExitEvent>,
@@ -51,7 +57,7 @@ impl Vmm {
         config: VmConfig,
         mem: GuestMemoryMmap,
         kvm: KvmContext,
-        vm: Vm,
+        vm: Arc<Vm>,
         vcpus: Vec<Vcpu>,
         devices: Devices,
         exit: Arc<ExitEvent>,
@@ -137,6 +143,8 @@ impl Vmm {
             mem,
             vm,
             serial: devices.serial,
+            pci: devices.pci,
+            virtio: devices.virtio,
             exit: exit.clone(),
             counters,
             control,
@@ -167,8 +175,10 @@ const STOP_REPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 struct Controller {
     config: VmConfig,
     mem: GuestMemoryMmap,
-    vm: Vm,
+    vm: Arc<Vm>,
     serial: Arc<Mutex<SerialDevice>>,
+    pci: Arc<Mutex<PciRoot>>,
+    virtio: Vec<VirtioPciHandle>,
     exit: Arc<ExitEvent>,
     counters: Arc<ExitCounters>,
     control: Arc<VcpuControl>,
@@ -192,6 +202,15 @@ impl Controller {
                 memory_mib: self.config.memory_mib,
                 uptime_ms: self.started.elapsed().as_millis() as u64,
                 exits: self.counters.snapshot(),
+                devices: self
+                    .virtio
+                    .iter()
+                    .map(|d| DeviceInfo {
+                        id: d.name.clone(),
+                        kind: d.kind.to_string(),
+                        pci: format!("0000:00:{:02x}.0", d.slot),
+                    })
+                    .collect(),
             })),
             VmmAction::Pause if self.paused => {
                 Err(ActionError::BadState("the VM is already paused"))
@@ -223,11 +242,15 @@ impl Controller {
             ActionError::Failed(format!("reset failed ({what}): {e}"))
         };
         self.control.pause_all(&self.vcpu_threads);
+        // Devices stop using guest memory before it is wiped; PCI goes back to the
+        // firmware's BAR placement, every MSI-X vector masked.
+        lock(&self.pci).reset();
         discard_guest_memory(&self.mem).map_err(|e| failed("guest memory", &e))?;
         loader::load_guest(&self.mem, &self.config).map_err(|e| failed("guest image", &e))?;
         lock(&self.serial)
             .reset()
             .map_err(|e| failed("serial port", &e))?;
+
         self.vm
             .reset_irq_state()
             .map_err(|e| failed("interrupt controllers", &e))?;

@@ -422,6 +422,106 @@ fn stop_while_paused_exits_0() {
     assert_no_panic(&vmm);
 }
 
+// ---- PCI ----
+
+/// The `pci_scan` guest's report: (lines starting with "pci " or "virtio ", the summary).
+fn pci_scan(extra: &[&str]) -> Vec<String> {
+    let vmm = boot_and_expect("pci_scan", extra, 0, "ecam: agrees\n");
+    vmm.stdout()
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .filter(|l| l.starts_with("pci") || l.starts_with("virtio"))
+        .collect()
+}
+
+#[test]
+fn pci_scan_finds_the_host_bridge_through_cf8_and_ecam() {
+    assert_eq!(
+        pci_scan(&[]),
+        [
+            "pci: scan",
+            "pci 00:00.0 1b36:0008 class 060000",
+            "pci: 1 devices"
+        ]
+    );
+}
+
+#[test]
+fn pci_scan_finds_virtio_blk_and_rng() {
+    let dir = TempDir::new("pciscan");
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let disk_flag = format!("path={},serial=fv-test-0", disk.display());
+    let ro_flag = format!("path={},format=raw,readonly=on", disk.display());
+    assert_eq!(
+        pci_scan(&["--disk", &disk_flag, "--rng", "--disk", &ro_flag]),
+        [
+            "pci: scan",
+            "pci 00:00.0 1b36:0008 class 060000",
+            "pci 00:01.0 1af4:1042 class 010000",
+            "virtio 00:01.0 num_queues 1",
+            "pci 00:02.0 1af4:1042 class 010000",
+            "virtio 00:02.0 num_queues 1",
+            "pci 00:03.0 1af4:1044 class ff0000",
+            "virtio 00:03.0 num_queues 1",
+            "pci: 4 devices"
+        ]
+    );
+}
+
+#[test]
+fn pci_devices_from_the_config_file() {
+    let dir = TempDir::new("pcicfg");
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let cfg = dir.join("vm.json");
+    let json = serde_json::json!({
+        "kernel": guest("pci_scan"),
+        "memory_mib": 64,
+        "disks": [{"path": disk, "format": "raw", "serial": "json-disk"}],
+        "rng": true,
+    });
+    std::fs::write(&cfg, json.to_string()).unwrap();
+    let mut vmm = Vmm::spawn(["--config", cfg.to_str().unwrap()]);
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    let out = vmm.stdout();
+    assert!(out.contains("pci 00:01.0 1af4:1042"), "{}", vmm.describe());
+    assert!(out.contains("pci 00:02.0 1af4:1044"), "{}", vmm.describe());
+    assert_no_panic(&vmm);
+}
+
+#[test]
+fn api_lists_the_pci_devices() {
+    let dir = TempDir::new("apidev");
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let sock = dir.join("api.sock");
+    let disk_flag = format!("path={}", disk.display());
+    let mut vmm = Vmm::boot(
+        &guest("park"),
+        &[
+            "--api-socket",
+            sock.to_str().unwrap(),
+            "--rng",
+            "--disk",
+            &disk_flag,
+        ],
+    );
+    vmm.wait_for_output("ready");
+    let vm = vmm.api().vm();
+    assert_eq!(
+        vm["devices"],
+        serde_json::json!([
+            {"id": "blk0", "kind": "virtio-blk", "pci": "0000:00:01.0"},
+            {"id": "rng", "kind": "virtio-rng", "pci": "0000:00:02.0"}
+        ]),
+        "{vm}"
+    );
+    assert_eq!(vmm.api().put("/vm/stop").status, 204);
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    assert_no_panic(&vmm);
+}
+
 // ---- JSON config ----
 
 #[test]
@@ -575,6 +675,46 @@ fn unknown_flag() {
         &["--kernel", &hello_path(), "--frobnicate"],
         &[1, 2],
         "--frobnicate",
+    );
+}
+
+#[test]
+fn disk_that_does_not_exist() {
+    expect_error(
+        &[
+            "--kernel",
+            &hello_path(),
+            "--disk",
+            "path=/nonexistent/fv.img",
+        ],
+        &[1],
+        "/nonexistent/fv.img",
+    );
+}
+
+#[test]
+fn disk_flag_with_bad_options() {
+    for bad in [
+        "/x.img",
+        "path=/x.img,format=vmdk",
+        "path=/x.img,readonly=maybe",
+        "path=/x.img,cache=none",
+        "path=/x.img,serial=much-too-long-for-virtio-blk",
+    ] {
+        expect_error(&["--kernel", &hello_path(), "--disk", bad], &[1], "--disk");
+    }
+}
+
+#[test]
+fn raw_file_opened_as_qcow2_is_refused() {
+    let dir = TempDir::new("notqcow");
+    let disk = dir.join("plain.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let flag = format!("path={},format=qcow2", disk.display());
+    expect_error(
+        &["--kernel", &hello_path(), "--disk", &flag],
+        &[1],
+        "plain.img",
     );
 }
 

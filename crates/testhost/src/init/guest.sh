@@ -1,6 +1,8 @@
 #!/bin/sh
 # fv-testhost: init of the test guest. Reports readiness on the console, then acts on
-# fv.action= (poweroff, reboot, panic, shell; default shell).
+# fv.action= (poweroff, reboot, panic, run, shell; default shell). `run` runs the shell
+# script given base64-encoded in fv.run= (the kernel command line splits on spaces), prints
+# `FV-RUN-EXIT <status>`, then powers off.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -18,8 +20,12 @@ for m in @MODULES@; do
     insmod "/lib/modules/$m" 2>/dev/null
 done
 action=shell
+run=
 for x in $(cat /proc/cmdline); do
-    case "$x" in fv.action=*) action="${x#fv.action=}" ;; esac
+    case "$x" in
+        fv.action=*) action="${x#fv.action=}" ;;
+        fv.run=*) run="${x#fv.run=}" ;;
+    esac
 done
 case "$action" in
     poweroff) poweroff -f ;;
@@ -27,6 +33,12 @@ case "$action" in
     panic)
         echo 1 >/proc/sys/kernel/sysrq
         echo c >/proc/sysrq-trigger
+        ;;
+    run)
+        echo "$run" | base64 -d >/tmp/fv-run.sh
+        sh /tmp/fv-run.sh
+        echo "FV-RUN-EXIT $?"
+        poweroff -f
         ;;
 esac
 # shell, or anything unknown: a job-control shell on the real console tty.

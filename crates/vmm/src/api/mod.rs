@@ -48,6 +48,20 @@ pub struct VmInfo {
     pub memory_mib: u64,
     pub uptime_ms: u64,
     pub exits: ExitCountersSnapshot,
+    /// The VM's PCI devices other than the host bridge, in slot order.
+    #[serde(default)]
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// One device as `GET /vm` lists it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The VMM's name for it: `blk0`, `blk1`... in `--disk` order, `rng`.
+    pub id: String,
+    /// `virtio-blk`, `virtio-rng`, ...
+    pub kind: String,
+    /// Its PCI address as the guest sees it (`/sys/bus/pci/devices/<pci>`).
+    pub pci: String,
 }
 
 /// What a successful action returns: `Info` becomes 200 + JSON, `Empty` becomes 204.

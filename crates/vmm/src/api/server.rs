@@ -267,6 +267,7 @@ mod tests {
                         hlt: 1,
                         ..Default::default()
                     },
+                    devices: Vec::new(),
                 })),
                 VmmAction::Pause if paused => {
                     Err(ActionError::BadState("the VM is already paused"))

@@ -1,5 +1,5 @@
-//! ACPI tables for a hardware-reduced platform: RSDP, XSDT, FADT, MADT and DSDT, packed in
-//! that order from `ACPI_START`.
+//! ACPI tables for a hardware-reduced platform: RSDP, XSDT, FADT, MADT, MCFG and DSDT,
+//! packed in that order from `ACPI_START`.
 //!
 //! Power-off and reboot go through the FADT's sleep control and reset registers, served by
 //! `devices::acpi_pm`; there is no PM1 block, SCI or GPE.
@@ -7,6 +7,7 @@
 use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile, FADT};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{EnabledStatus, IoApic, ProcessorLocalApic};
+use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
@@ -46,6 +47,15 @@ pub enum AcpiError {
     },
 }
 
+/// AML bytes built elsewhere, placed as they are.
+struct RawAml(Vec<u8>);
+
+impl Aml for RawAml {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        sink.vec(&self.0);
+    }
+}
+
 fn bytes_of(t: &dyn Aml) -> Vec<u8> {
     let mut v = Vec::new();
     t.to_aml_bytes(&mut v);
@@ -62,7 +72,66 @@ fn io_gas(port: u64) -> GAS {
     GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, port)
 }
 
-/// DSDT: `\_S5_` (soft off), COM1 and the pvpanic device.
+/// The PCI host bridge `\_SB_.PCI0` (PCI Express root, bus 0): its `_CRS` gives the bus
+/// number, the configuration ports 0xCF8-0xCFF and the memory window BARs live in. Plus a
+/// motherboard-resources device reserving the ECAM window, as Linux checks before using MCFG.
+fn pci_host_bridge(sink: &mut Vec<u8>) {
+    let hid = aml::EISAName::new("PNP0A08");
+    let cid = aml::EISAName::new("PNP0A03");
+    let bus = aml::AddressSpace::<u16>::new_bus_number(0, 0);
+    // Port and window constants come from the memory map and fit their fields.
+    let cf8 = layout::PCI_CONFIG_IO_PORT as u16;
+    let config_ports = aml::IO::new(cf8, cf8, 1, layout::PCI_CONFIG_IO_PORT_LEN as u8);
+    let window = aml::AddressSpace::<u32>::new_memory(
+        aml::AddressSpaceCacheable::NotCacheable,
+        true,
+        layout::PCI_MMIO_START as u32,
+        (layout::PCI_MMIO_START + layout::PCI_MMIO_SIZE - 1) as u32,
+        None,
+    );
+    let crs = aml::ResourceTemplate::new(vec![&bus, &config_ports, &window]);
+    let fields = [
+        aml::Name::new("_HID".into(), &hid),
+        aml::Name::new("_CID".into(), &cid),
+        aml::Name::new("_ADR".into(), &aml::ZERO),
+        aml::Name::new("_SEG".into(), &aml::ZERO),
+        aml::Name::new("_UID".into(), &aml::ZERO),
+        aml::Name::new("_BBN".into(), &aml::ZERO),
+        aml::Name::new("_CRS".into(), &crs),
+    ];
+    let pci0 = aml::Device::new(
+        "PCI0".into(),
+        fields.iter().map(|n| n as &dyn Aml).collect(),
+    );
+    pci0.to_aml_bytes(sink);
+
+    let res_hid = aml::EISAName::new("PNP0C02");
+    let ecam = aml::Memory32Fixed::new(
+        false,
+        layout::PCI_ECAM_START as u32,
+        layout::PCI_ECAM_SIZE as u32,
+    );
+    let res_crs = aml::ResourceTemplate::new(vec![&ecam]);
+    let res_fields = [
+        aml::Name::new("_HID".into(), &res_hid),
+        aml::Name::new("_UID".into(), &aml::ONE),
+        aml::Name::new("_CRS".into(), &res_crs),
+    ];
+    let res = aml::Device::new(
+        "MRES".into(),
+        res_fields.iter().map(|n| n as &dyn Aml).collect(),
+    );
+    res.to_aml_bytes(sink);
+}
+
+/// MCFG: where ECAM for bus 0 of segment 0 is.
+fn mcfg() -> Vec<u8> {
+    let mut mcfg = MCFG::new(OEM_ID, table_id(b"MCFG"), OEM_REVISION);
+    mcfg.add_ecam(layout::PCI_ECAM_START, 0, 0, 0);
+    bytes_of(&mcfg)
+}
+
+/// DSDT: `\_S5_` (soft off), COM1, the pvpanic device and the PCI host bridge.
 fn dsdt() -> Vec<u8> {
     let s5 = layout::ACPI_S5_SLP_TYP;
     // SLP_TYPa, SLP_TYPb, reserved, reserved; hardware-reduced sleep uses only SLP_TYPa.
@@ -101,7 +170,10 @@ fn dsdt() -> Vec<u8> {
         pvpanic_fields.iter().map(|n| n as &dyn Aml).collect(),
     );
 
-    let sb = aml::Scope::new("\\_SB_".into(), vec![&com1, &pvpanic]);
+    let mut pci = Vec::new();
+    pci_host_bridge(&mut pci);
+    let pci = RawAml(pci);
+    let sb = aml::Scope::new("\\_SB_".into(), vec![&com1, &pvpanic, &pci]);
 
     let mut table = Sdt::new(
         *b"DSDT",
@@ -185,13 +257,15 @@ pub fn create_acpi_tables(mem: &GuestMemoryMmap, vcpus: u8) -> Result<GuestAddre
     }
     let dsdt = dsdt();
     let madt = madt(vcpus);
-    const XSDT_ENTRIES: u64 = 3;
+    let mcfg = mcfg();
+    const XSDT_ENTRIES: u64 = 4;
 
     let rsdp_addr = layout::ACPI_START;
     let xsdt_addr = align(rsdp_addr + Rsdp::len() as u64);
     let fadt_addr = align(xsdt_addr + 36 + 8 * XSDT_ENTRIES);
     let madt_addr = align(fadt_addr + FADT::len() as u64);
-    let dsdt_addr = align(madt_addr + madt.len() as u64);
+    let mcfg_addr = align(madt_addr + madt.len() as u64);
+    let dsdt_addr = align(mcfg_addr + mcfg.len() as u64);
     let end = dsdt_addr + dsdt.len() as u64;
     if end > layout::ACPI_END {
         return Err(AcpiError::TooLarge {
@@ -204,6 +278,7 @@ pub fn create_acpi_tables(mem: &GuestMemoryMmap, vcpus: u8) -> Result<GuestAddre
     let mut xsdt = XSDT::new(OEM_ID, table_id(b"XSDT"), OEM_REVISION);
     xsdt.add_entry(fadt_addr);
     xsdt.add_entry(madt_addr);
+    xsdt.add_entry(mcfg_addr);
     xsdt.add_entry(dsdt_addr);
     let xsdt = bytes_of(&xsdt);
     debug_assert_eq!(xsdt.len() as u64, 36 + 8 * XSDT_ENTRIES);
@@ -214,6 +289,7 @@ pub fn create_acpi_tables(mem: &GuestMemoryMmap, vcpus: u8) -> Result<GuestAddre
         ("XSDT", xsdt_addr, &xsdt),
         ("FADT", fadt_addr, &fadt),
         ("MADT", madt_addr, &madt),
+        ("MCFG", mcfg_addr, &mcfg),
         ("DSDT", dsdt_addr, &dsdt),
     ] {
         mem.write_slice(bytes, GuestAddress(addr))
@@ -285,7 +361,56 @@ mod tests {
         assert_eq!(rsdp, GuestAddress(layout::ACPI_START));
         let all = tables(&mem, rsdp);
         let sigs: Vec<&[u8]> = all.iter().map(|t| &t[..4]).collect();
-        assert_eq!(sigs, [b"FACP", b"APIC", b"DSDT", b"XSDT"]);
+        assert_eq!(sigs, [b"FACP", b"APIC", b"MCFG", b"DSDT", b"XSDT"]);
+    }
+
+    #[test]
+    fn mcfg_points_at_ecam_for_bus_0() {
+        let mem = create_guest_memory(64).unwrap();
+        let all = tables(&mem, create_acpi_tables(&mem, 1).unwrap());
+        let mcfg = find(&all, b"MCFG");
+        assert_eq!(mcfg.len(), 36 + 8 + 16);
+        let e = &mcfg[44..];
+        assert_eq!(u64_at(e, 0), layout::PCI_ECAM_START);
+        assert_eq!(
+            (e[8], e[9], e[10], e[11]),
+            (0, 0, 0, 0),
+            "segment 0, buses 0-0"
+        );
+    }
+
+    #[test]
+    fn dsdt_describes_the_pci_host_bridge() {
+        let mem = create_guest_memory(64).unwrap();
+        let all = tables(&mem, create_acpi_tables(&mem, 1).unwrap());
+        let dsdt = find(&all, b"DSDT");
+        let has = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"PCI0"));
+        // EISAID("PNP0A08") = 0x080ad041, EISAID("PNP0A03") = 0x030ad041,
+        // EISAID("PNP0C02") = 0x020cd041.
+        assert!(has(&0x080a_d041u32.to_le_bytes()));
+        assert!(has(&0x030a_d041u32.to_le_bytes()));
+        assert!(has(&0x020c_d041u32.to_le_bytes()));
+        for name in [b"_SEG", b"_UID", b"_BBN", b"_CRS"] {
+            assert!(has(name));
+        }
+        // WordBusNumber 0-0: descriptor 0x88, length 13, type 2 (bus), min 0, max 0, len 1.
+        assert!(has(&[
+            0x88, 13, 0, 2, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0
+        ]));
+        // IO(Decode16, 0xcf8, 0xcf8, 1, 8).
+        assert!(has(&[0x47, 1, 0xf8, 0x0c, 0xf8, 0x0c, 1, 8]));
+        // DWordMemory window: min and max of the BAR window.
+        let mut window = (layout::PCI_MMIO_START as u32).to_le_bytes().to_vec();
+        window.extend_from_slice(
+            &((layout::PCI_MMIO_START + layout::PCI_MMIO_SIZE - 1) as u32).to_le_bytes(),
+        );
+        assert!(has(&window));
+        // Memory32Fixed(ReadOnly, ECAM, 1 MiB).
+        let mut ecam = vec![0x86, 9, 0, 0];
+        ecam.extend_from_slice(&(layout::PCI_ECAM_START as u32).to_le_bytes());
+        ecam.extend_from_slice(&(layout::PCI_ECAM_SIZE as u32).to_le_bytes());
+        assert!(has(&ecam));
     }
 
     #[test]

@@ -114,13 +114,21 @@ pub fn e820_map(mem: &GuestMemoryMmap) -> Vec<E820Entry> {
 }
 
 /// RAM ranges minus the legacy hole EBDA..1 MiB, which is reported reserved because it holds
-/// the EBDA and our ACPI tables (0xe0000), whatever RAM backs it.
+/// the EBDA and our ACPI tables (0xe0000), whatever RAM backs it; plus the PCI ECAM window,
+/// reserved as Linux wants it before it trusts the MCFG table.
 fn e820_from_ram(ram: &[(u64, u64)]) -> Vec<E820Entry> {
-    let mut map = vec![E820Entry {
-        addr: layout::EBDA_START,
-        size: layout::HIMEM_START - layout::EBDA_START,
-        kind: E820Type::Reserved,
-    }];
+    let mut map = vec![
+        E820Entry {
+            addr: layout::EBDA_START,
+            size: layout::HIMEM_START - layout::EBDA_START,
+            kind: E820Type::Reserved,
+        },
+        E820Entry {
+            addr: layout::PCI_ECAM_START,
+            size: layout::PCI_ECAM_SIZE,
+            kind: E820Type::Reserved,
+        },
+    ];
     let mut push_ram = |start: u64, end: u64| {
         if end > start {
             map.push(E820Entry {
@@ -348,13 +356,23 @@ mod tests {
         size: layout::HIMEM_START - layout::EBDA_START,
         kind: E820Type::Reserved,
     };
+    const ECAM: E820Entry = E820Entry {
+        addr: layout::PCI_ECAM_START,
+        size: layout::PCI_ECAM_SIZE,
+        kind: E820Type::Reserved,
+    };
 
     #[test]
     fn e820_for_small_guest_from_memory() {
         let mem = create_guest_memory(64).unwrap();
         assert_eq!(
             e820_map(&mem),
-            vec![ram(0, layout::EBDA_START), LEGACY_HOLE, ram(MIB, 63 * MIB)]
+            vec![
+                ram(0, layout::EBDA_START),
+                LEGACY_HOLE,
+                ram(MIB, 63 * MIB),
+                ECAM
+            ]
         );
     }
 
@@ -365,7 +383,8 @@ mod tests {
             vec![
                 ram(0, layout::EBDA_START),
                 LEGACY_HOLE,
-                ram(MIB, 3 * GIB - MIB)
+                ram(MIB, 3 * GIB - MIB),
+                ECAM
             ]
         );
         assert_eq!(
@@ -374,6 +393,7 @@ mod tests {
                 ram(0, layout::EBDA_START),
                 LEGACY_HOLE,
                 ram(MIB, 3 * GIB - MIB),
+                ECAM,
                 ram(4 * GIB, 2 * GIB)
             ]
         );
@@ -405,7 +425,7 @@ mod tests {
         assert_eq!({ p.hdr.ramdisk_image }, 0x300_0000);
         assert_eq!({ p.hdr.ramdisk_size }, 0x1234);
         assert_eq!({ p.acpi_rsdp_addr }, layout::ACPI_START);
-        assert_eq!(p.e820_entries, 3);
+        assert_eq!(p.e820_entries, 4);
         let last = p.e820_table[2];
         assert_eq!(
             ({ last.addr }, { last.size }, { last.r#type }),
@@ -477,7 +497,7 @@ mod tests {
         assert_eq!(info.cmdline_paddr, layout::CMDLINE_START);
         assert_eq!(info.rsdp_paddr, layout::ACPI_START);
         assert_eq!(info.memmap_paddr, layout::PVH_MEMMAP_START);
-        assert_eq!(info.memmap_entries, 3);
+        assert_eq!(info.memmap_entries, 4);
         assert_eq!(info.nr_modules, 1);
         assert_eq!(info.modlist_paddr, PVH_MODLIST_START);
         let module: hvm_modlist_entry = mem.read_obj(GuestAddress(PVH_MODLIST_START)).unwrap();

@@ -8,7 +8,8 @@
 //! 0x000e_0000  ACPI: RSDP then XSDT, FADT, MADT, DSDT (up to 0x000f_0000)
 //! 0x000f_fff0  the x86 reset vector: a stub that asks for a reset through the i8042
 //! 0x0010_0000  RAM for the kernel (bzImage protected-mode code, initrd at the top of low RAM)
-//! 0xc000_0000  32-bit MMIO hole up to 4 GiB: IOAPIC 0xfec0_0000, LAPIC 0xfee0_0000
+//! 0xc000_0000  32-bit MMIO hole up to 4 GiB: PCI BARs 0xc000_0000-0xcfff_ffff,
+//!              PCI ECAM 0xe000_0000 (1 MiB, bus 0), IOAPIC 0xfec0_0000, LAPIC 0xfee0_0000
 //! 4 GiB        the rest of RAM
 //! ```
 
@@ -39,6 +40,14 @@ pub const HIMEM_START: u64 = 0x10_0000;
 
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
+/// The host bridge's memory window: PCI BARs are placed here (and may be moved here by the
+/// guest), 256 MiB from the start of the hole.
+pub const PCI_MMIO_START: u64 = MMIO_HOLE_START;
+pub const PCI_MMIO_SIZE: u64 = 0x1000_0000;
+/// ECAM (PCI Express enhanced configuration access) for bus 0 only: 4 KiB per function,
+/// 32 devices x 8 functions. Described by the MCFG table, reserved in the e820 map.
+pub const PCI_ECAM_START: u64 = 0xe000_0000;
+pub const PCI_ECAM_SIZE: u64 = 1 << 20;
 pub const IOAPIC_START: u64 = 0xfec0_0000;
 pub const LAPIC_START: u64 = 0xfee0_0000;
 /// KVM_SET_TSS_ADDR wants three pages inside the hole that no device uses.
@@ -63,6 +72,9 @@ pub const ACPI_RESET_PORT: u64 = ACPI_PM_PORT + 4;
 pub const ACPI_RESET_VALUE: u8 = 0x0f;
 /// SLP_TYP value for S5 (soft off) that the DSDT's `_S5_` package announces.
 pub const ACPI_S5_SLP_TYP: u8 = 5;
+/// PCI configuration mechanism #1: address at 0xCF8, data at 0xCFC-0xCFF.
+pub const PCI_CONFIG_IO_PORT: u64 = 0xcf8;
+pub const PCI_CONFIG_IO_PORT_LEN: u64 = 8;
 /// pvpanic ISA port (QEMU's default), described in the DSDT as QEMU0001.
 pub const PVPANIC_PORT: u64 = 0x505;
 

@@ -4,7 +4,7 @@
 //! caller and otherwise ignored (reads return all ones, as on real hardware).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 /// A device on a bus. `offset` is relative to the start of the range it was inserted at.
 /// `data` is 1, 2, 4 or 8 bytes long, as the guest's access was.
@@ -30,10 +30,12 @@ struct Entry {
     device: Arc<Mutex<dyn BusDevice>>,
 }
 
-/// A set of non-overlapping ranges, each owned by one device.
-#[derive(Clone, Default)]
+/// A set of non-overlapping ranges, each owned by one device. Ranges may be added and
+/// removed while vCPUs use the bus (a guest moving a PCI BAR); a device is called with no
+/// bus lock held, so a device may itself change the bus.
+#[derive(Default)]
 pub struct Bus {
-    ranges: BTreeMap<u64, Entry>,
+    ranges: RwLock<BTreeMap<u64, Entry>>,
 }
 
 impl Bus {
@@ -41,8 +43,12 @@ impl Bus {
         Self::default()
     }
 
+    fn ranges(&self) -> RwLockReadGuard<'_, BTreeMap<u64, Entry>> {
+        self.ranges.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn insert(
-        &mut self,
+        &self,
         device: Arc<Mutex<dyn BusDevice>>,
         base: u64,
         len: u64,
@@ -51,28 +57,39 @@ impl Bus {
             .checked_add(len)
             .filter(|_| len > 0)
             .ok_or(BusError::Overlap { base, len })?;
-        let clash_below = self
-            .ranges
+        let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
+        let clash_below = ranges
             .range(..end)
             .next_back()
             .is_some_and(|(b, e)| b + e.len > base);
         if clash_below {
             return Err(BusError::Overlap { base, len });
         }
-        self.ranges.insert(base, Entry { len, device });
+        ranges.insert(base, Entry { len, device });
         Ok(())
     }
 
-    fn find(&self, addr: u64) -> Option<(u64, &Entry)> {
-        let (base, entry) = self.ranges.range(..=addr).next_back()?;
-        (addr - base < entry.len).then_some((addr - base, entry))
+    /// Removes the range that starts at `base`; returns whether there was one.
+    pub fn remove(&self, base: u64) -> bool {
+        self.ranges
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&base)
+            .is_some()
+    }
+
+    /// The device owning `addr` and the offset of `addr` in its range.
+    fn find(&self, addr: u64) -> Option<(u64, Arc<Mutex<dyn BusDevice>>)> {
+        let ranges = self.ranges();
+        let (base, entry) = ranges.range(..=addr).next_back()?;
+        (addr - base < entry.len).then(|| (addr - base, entry.device.clone()))
     }
 
     /// Returns false when no device owns `addr` (`data` is then all ones).
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.find(addr) {
-            Some((offset, entry)) => {
-                lock(&entry.device).read(offset, data);
+            Some((offset, device)) => {
+                lock(&device).read(offset, data);
                 true
             }
             None => {
@@ -85,8 +102,8 @@ impl Bus {
     /// Returns false when no device owns `addr`.
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.find(addr) {
-            Some((offset, entry)) => {
-                lock(&entry.device).write(offset, data);
+            Some((offset, device)) => {
+                lock(&device).write(offset, data);
                 true
             }
             None => false,
@@ -118,7 +135,7 @@ mod tests {
     #[test]
     fn routes_by_range_and_rejects_overlap() {
         let dev = Arc::new(Mutex::new(Recorder::default()));
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         bus.insert(dev.clone(), 0x3f8, 8).unwrap();
         assert_eq!(
             bus.insert(dev.clone(), 0x3f0, 9),
@@ -140,5 +157,11 @@ mod tests {
         assert!(bus.write(0x3ff, &[7]));
         assert!(!bus.write(0x401, &[7]));
         assert_eq!(dev.lock().unwrap().0, vec![(7, vec![7])]);
+
+        assert!(bus.remove(0x400));
+        assert!(!bus.remove(0x400));
+        assert!(!bus.write(0x400, &[7]));
+        bus.insert(dev.clone(), 0x3ff + 1, 8).unwrap();
+        assert!(bus.read(0x407, &mut b));
     }
 }

@@ -3,6 +3,7 @@
 //! This is the only module (with `hostnet::sys` later) allowed to use `unsafe`.
 
 pub mod cpuid;
+pub mod irq;
 pub mod memory;
 pub mod regs;
 pub mod vcpu;

@@ -22,6 +22,14 @@ pub enum VmError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    #[error("cannot (un)register an ioeventfd at {addr:#x}")]
+    IoEvent {
+        addr: u64,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("the GSI routing table is full")]
+    TooManyRoutes,
     #[error("cannot register guest memory slot {slot} at {addr:#x}")]
     MemorySlot {
         slot: u32,

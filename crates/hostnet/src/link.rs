@@ -1,0 +1,245 @@
+//! Bridges, bridge ports, link state and IPv4 addresses.
+//!
+//! Why ioctls and not rtnetlink: DESIGN.md names the `rtnetlink` crate, which is tokio-based;
+//! the VMM and these tests are synchronous and need five operations, each of which is one
+//! classic ioctl on a datagram socket (`SIOCBRADDBR`, `SIOCBRDELBR`, `SIOCBRADDIF`,
+//! `SIOCGIFFLAGS`/`SIOCSIFFLAGS`, `SIOCSIFADDR`/`SIOCSIFNETMASK`), the calls `brctl` and
+//! `ifconfig` still make. They are a fixed struct in and out with a plain errno back, so
+//! there is no message encoding, attribute parsing, sequence numbers or multi-part replies
+//! to get wrong, and nothing to run. What they cannot do: more than one IPv4 address per
+//! interface (SIOCSIFADDR sets the primary one), IPv6 addresses, VLAN or bond links,
+//! deleting links other than bridges. When `fvd` needs those it should use rtnetlink (as
+//! DESIGN.md says) behind the same functions.
+//!
+//! Every call acts in the calling thread's network namespace.
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+
+use crate::sys::{self, AddrField, IfName};
+use crate::{name, HostnetError, Result};
+
+fn socket() -> Result<OwnedFd> {
+    sys::control_socket().map_err(HostnetError::Socket)
+}
+
+fn not_found_or(op: &'static str, name: &str, e: std::io::Error) -> HostnetError {
+    if e.raw_os_error() == Some(libc::ENODEV) {
+        HostnetError::NotFound(name.to_owned())
+    } else {
+        HostnetError::ioctl(op, name, e)
+    }
+}
+
+fn index_of(sock: &OwnedFd, name: &str, ifname: &IfName) -> Result<u32> {
+    let index =
+        sys::if_index(sock.as_fd(), ifname).map_err(|e| not_found_or("SIOCGIFINDEX", name, e))?;
+    // The kernel hands out positive indices only.
+    u32::try_from(index).map_err(|_| HostnetError::NotFound(name.to_owned()))
+}
+
+/// Whether an interface named `name` exists.
+pub fn exists(name: &str) -> Result<bool> {
+    match index(name) {
+        Ok(_) => Ok(true),
+        Err(HostnetError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The interface's index.
+pub fn index(name: &str) -> Result<u32> {
+    let ifname = name::check(name, false)?;
+    index_of(&socket()?, name, &ifname)
+}
+
+/// Creates the bridge `name` (down, no ports, STP off). `AlreadyExists` if the name is taken.
+pub fn create_bridge(name: &str) -> Result<()> {
+    let ifname = name::check(name, false)?;
+    sys::bridge_add(socket()?.as_fd(), &ifname).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            HostnetError::AlreadyExists(name.to_owned())
+        } else {
+            HostnetError::ioctl("SIOCBRADDBR", name, e)
+        }
+    })
+}
+
+/// Deletes the bridge `name`, taking it down first (the kernel refuses to delete a bridge
+/// that is up). Its ports are released, not deleted.
+pub fn delete_bridge(name: &str) -> Result<()> {
+    set_down(name)?;
+    let ifname = name::check(name, false)?;
+    sys::bridge_del(socket()?.as_fd(), &ifname).map_err(|e| {
+        match e.raw_os_error() {
+            Some(libc::ENXIO) | Some(libc::ENODEV) => HostnetError::NotFound(name.to_owned()),
+            // ENXIO also comes back for a link that is not a bridge; EPERM for a bridge
+            // that is up (we just took it down).
+            _ => HostnetError::ioctl("SIOCBRDELBR", name, e),
+        }
+    })
+}
+
+/// Makes `link` a port of `bridge`.
+pub fn add_to_bridge(bridge: &str, link: &str) -> Result<()> {
+    let bridge_name = name::check(bridge, false)?;
+    let link_name = name::check(link, false)?;
+    let sock = socket()?;
+    let link_index = index_of(&sock, link, &link_name)?;
+    // The index came from the kernel as a positive c_int.
+    let link_index =
+        i32::try_from(link_index).map_err(|_| HostnetError::NotFound(link.to_owned()))?;
+    sys::bridge_add_if(sock.as_fd(), &bridge_name, link_index)
+        .map_err(|e| not_found_or("SIOCBRADDIF", bridge, e))
+}
+
+fn update_flags(name: &str, set: i32, clear: i32) -> Result<()> {
+    let ifname = name::check(name, false)?;
+    let sock = socket()?;
+    let flags =
+        sys::if_flags(sock.as_fd(), &ifname).map_err(|e| not_found_or("SIOCGIFFLAGS", name, e))?;
+    let new = (flags | set) & !clear;
+    if new == flags {
+        return Ok(());
+    }
+    sys::set_if_flags(sock.as_fd(), &ifname, new).map_err(|e| not_found_or("SIOCSIFFLAGS", name, e))
+}
+
+/// Sets the link administratively up (`ip link set NAME up`).
+pub fn set_up(name: &str) -> Result<()> {
+    update_flags(name, libc::IFF_UP, 0)
+}
+
+/// Sets the link administratively down.
+pub fn set_down(name: &str) -> Result<()> {
+    update_flags(name, 0, libc::IFF_UP)
+}
+
+/// Whether the link is administratively up.
+pub fn is_up(name: &str) -> Result<bool> {
+    let ifname = name::check(name, false)?;
+    let flags = sys::if_flags(socket()?.as_fd(), &ifname)
+        .map_err(|e| not_found_or("SIOCGIFFLAGS", name, e))?;
+    Ok(flags & libc::IFF_UP != 0)
+}
+
+fn netmask(prefix_len: u8) -> Result<Ipv4Addr> {
+    if prefix_len > 32 {
+        return Err(HostnetError::InvalidPrefix(prefix_len));
+    }
+    let bits = u32::MAX
+        .checked_shl(32 - u32::from(prefix_len))
+        .unwrap_or(0);
+    Ok(Ipv4Addr::from(bits))
+}
+
+fn prefix_len(mask: Ipv4Addr) -> u8 {
+    // At most 32, so it fits.
+    u32::from(mask).leading_ones() as u8
+}
+
+/// Sets the interface's (primary) IPv4 address and prefix, `ip addr add ADDR/PREFIX dev NAME`
+/// on an interface without one. An existing primary address is replaced.
+pub fn set_ipv4_address(name: &str, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
+    let mask = netmask(prefix_len)?;
+    let ifname = name::check(name, false)?;
+    let sock = socket()?;
+    sys::set_if_ipv4(sock.as_fd(), &ifname, AddrField::Address, addr)
+        .map_err(|e| not_found_or("SIOCSIFADDR", name, e))?;
+    sys::set_if_ipv4(sock.as_fd(), &ifname, AddrField::Netmask, mask)
+        .map_err(|e| not_found_or("SIOCSIFNETMASK", name, e))
+}
+
+/// The interface's primary IPv4 address and prefix length, if it has one.
+pub fn ipv4_address(name: &str) -> Result<Option<(Ipv4Addr, u8)>> {
+    let ifname = name::check(name, false)?;
+    let sock = socket()?;
+    let addr = match sys::if_ipv4(sock.as_fd(), &ifname, AddrField::Address) {
+        Ok(addr) => addr,
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => return Ok(None),
+        Err(e) => return Err(not_found_or("SIOCGIFADDR", name, e)),
+    };
+    let mask = sys::if_ipv4(sock.as_fd(), &ifname, AddrField::Netmask)
+        .map_err(|e| not_found_or("SIOCGIFNETMASK", name, e))?;
+    Ok(Some((addr, prefix_len(mask))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns::run_in_new_netns;
+    use crate::{ErrorKind, Tap};
+
+    #[test]
+    fn masks() {
+        assert_eq!(netmask(0).unwrap(), Ipv4Addr::new(0, 0, 0, 0));
+        assert_eq!(netmask(24).unwrap(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(netmask(32).unwrap(), Ipv4Addr::new(255, 255, 255, 255));
+        assert!(netmask(33).is_err());
+        assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 240, 0)), 20);
+    }
+
+    #[test]
+    fn bridge_lifecycle() {
+        run_in_new_netns(|| {
+            assert!(!exists("fvbr0").unwrap());
+            create_bridge("fvbr0").unwrap();
+            assert!(exists("fvbr0").unwrap());
+            assert_eq!(
+                create_bridge("fvbr0").unwrap_err().kind(),
+                ErrorKind::AlreadyExists
+            );
+
+            assert!(!is_up("fvbr0").unwrap());
+            set_up("fvbr0").unwrap();
+            assert!(is_up("fvbr0").unwrap());
+
+            let tap = Tap::create("fvtest%d").unwrap();
+            add_to_bridge("fvbr0", tap.name()).unwrap();
+            // `ip` runs in this thread's namespace (a child inherits it).
+            let out = std::process::Command::new("ip")
+                .args(["-o", "link", "show", "dev", tap.name()])
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&out.stdout);
+            assert!(out.contains("master fvbr0"), "{out}");
+            assert_eq!(
+                add_to_bridge("fvbr0", "fvnone0").unwrap_err().kind(),
+                ErrorKind::NotFound
+            );
+
+            delete_bridge("fvbr0").unwrap();
+            assert!(!exists("fvbr0").unwrap());
+            assert!(
+                exists(tap.name()).unwrap(),
+                "ports are released, not deleted"
+            );
+            assert_eq!(
+                delete_bridge("fvbr0").unwrap_err().kind(),
+                ErrorKind::NotFound
+            );
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn addresses() {
+        run_in_new_netns(|| {
+            create_bridge("fvbr1").unwrap();
+            assert_eq!(ipv4_address("fvbr1").unwrap(), None);
+            // TEST-NET-1 (RFC 5737), inside this test's own namespace.
+            let addr = Ipv4Addr::new(192, 0, 2, 1);
+            set_ipv4_address("fvbr1", addr, 24).unwrap();
+            assert_eq!(ipv4_address("fvbr1").unwrap(), Some((addr, 24)));
+            assert_eq!(
+                set_ipv4_address("fvbr1", addr, 40).unwrap_err().kind(),
+                ErrorKind::InvalidInput
+            );
+            assert_eq!(
+                set_ipv4_address("fvnone0", addr, 24).unwrap_err().kind(),
+                ErrorKind::NotFound
+            );
+        })
+        .unwrap();
+    }
+}
