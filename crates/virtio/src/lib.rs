@@ -8,7 +8,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod balloon;
 pub mod block;
+mod buffers;
+pub mod console;
 pub mod device;
 pub mod lifecycle;
 pub mod net;
@@ -18,6 +21,7 @@ pub mod rng;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 pub mod transport;
+pub mod vsock;
 
 pub use device::{ActivateError, Interrupt, QueueEvents, VirtioDevice};
 
