@@ -322,7 +322,10 @@ fn run_once(artifacts: &Artifacts, opts: &RunOptions, argv: &[&str]) -> Result<R
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let monitor = debug.then(|| std::env::temp_dir().join(format!("fv-testhost-{nonce}.mon")));
+    // `FV_TESTHOST_MONITOR` alone gives the monitor without the debug output, to inspect
+    // a run that stalls only now and then (docs/testhost.md).
+    let monitor = (debug || std::env::var_os("FV_TESTHOST_MONITOR").is_some())
+        .then(|| std::env::temp_dir().join(format!("fv-testhost-{nonce}.mon")));
     let _monitor_cleanup = monitor.clone().map(TempFile);
     if let Some(m) = &monitor {
         // Next to the script, whose path was checked above (UTF-8, no spaces).
