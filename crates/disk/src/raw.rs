@@ -53,10 +53,16 @@ impl RawDisk {
         })
     }
 
-    fn io_err(&self, op: Op, offset: u64, len: u64) -> impl FnOnce(std::io::Error) -> DiskError {
-        let path = self.path.clone();
+    /// The error for a failed `op`. It borrows the path and clones it only on failure: this
+    /// is built for every request, which otherwise pays an allocation for nothing.
+    fn io_err(
+        &self,
+        op: Op,
+        offset: u64,
+        len: u64,
+    ) -> impl FnOnce(std::io::Error) -> DiskError + '_ {
         move |source| DiskError::Io {
-            path,
+            path: self.path.clone(),
             op,
             offset,
             len,

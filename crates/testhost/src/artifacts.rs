@@ -39,8 +39,11 @@ const HOST_MODULES: &[&str] = &[
 /// Later network tests need taps and bridges; the host still works without them.
 const HOST_OPTIONAL: &[&str] = &["tun", "bridge"];
 
-/// The guest's modules: virtio transports and devices, then the pvpanic driver (ACPI
-/// "QEMU0001" is matched by pvpanic-mmio). All optional: a kernel may build them in.
+/// The guest's modules: virtio transports and devices (vsock's `vsock` and
+/// `vmw_vsock_virtio_transport_common` come in as dependencies), the pvpanic driver (ACPI
+/// "QEMU0001" is matched by pvpanic-mmio), then the ACPI power button (`PNP0C0C`, which
+/// fv-vmm's Generic Event Device notifies) and evdev, through which busybox acpid sees its
+/// KEY_POWER. All optional: a kernel may build them in.
 const GUEST_MODULES: &[&str] = &[
     "virtio_ring",
     "virtio",
@@ -53,8 +56,13 @@ const GUEST_MODULES: &[&str] = &[
     "net_failover",
     "virtio_net",
     "virtio-rng",
+    "virtio_console",
+    "virtio_balloon",
+    "vmw_vsock_virtio_transport",
     "pvpanic",
     "pvpanic-mmio",
+    "evdev",
+    "button",
 ];
 
 /// Whether `guest-initrd` names the gzip-compressed image. Measured inside the emulated host

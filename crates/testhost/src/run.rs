@@ -322,20 +322,19 @@ fn run_once(artifacts: &Artifacts, opts: &RunOptions, argv: &[&str]) -> Result<R
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // `FV_TESTHOST_MONITOR` alone gives the monitor without the debug output, to inspect
-    // a run that stalls only now and then (docs/testhost.md).
-    let monitor = (debug || std::env::var_os("FV_TESTHOST_MONITOR").is_some())
-        .then(|| std::env::temp_dir().join(format!("fv-testhost-{nonce}.mon")));
-    let _monitor_cleanup = monitor.clone().map(TempFile);
-    if let Some(m) = &monitor {
-        // Next to the script, whose path was checked above (UTF-8, no spaces).
-        cmd.args([
-            "-monitor",
-            &format!("unix:{},server=on,wait=off", m.display()),
-        ]);
+    // Every run gets a monitor socket: to inspect a run that stalls, and because runs with
+    // one open have not shown the in-run stall so far (docs/testhost.md, "Boot watchdog").
+    // It sits next to the script, whose path was checked above (UTF-8, no spaces).
+    let monitor = std::env::temp_dir().join(format!("fv-testhost-{nonce}.mon"));
+    let _monitor_cleanup = TempFile(monitor.clone());
+    cmd.args([
+        "-monitor",
+        &format!("unix:{},server=on,wait=off", monitor.display()),
+    ]);
+    if debug {
         eprintln!(
             "fv-testhost: debug: QEMU monitor at {} (kernel command line: {})",
-            m.display(),
+            monitor.display(),
             kernel_cmdline(debug, tsc_khz, &script_str, &nonce)
         );
     }

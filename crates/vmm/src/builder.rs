@@ -1,6 +1,7 @@
 //! Builds a VM top to bottom, in the order the hardware would exist: memory, KVM VM,
 //! legacy devices, the PCI bus and its virtio devices (each with its event-loop thread),
-//! vCPUs. Nothing runs guest code until `Vmm::run`.
+//! vCPUs. Nothing runs guest code until `Vmm::run`. What the user names (kernel, initrd,
+//! taps) is opened first, so a typo fails before any KVM work.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileTypeExt;
@@ -12,9 +13,11 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::layout;
 use crate::config::{SerialConfig, VmConfig};
+use crate::devices::acpi_ged::AcpiGed;
 use crate::devices::acpi_pm::AcpiPmDevice;
 use crate::devices::cmos::Cmos;
 use crate::devices::i8042::I8042ResetLine;
+use crate::devices::net::{open_tap, HostTap, NetSetupError};
 use crate::devices::pci::{PciConfigIo, PciEcam, PciRoot};
 use crate::devices::pvpanic::PvPanic;
 use crate::devices::serial::{InputSource, SerialDevice, SerialOutput, SocketClient};
@@ -66,7 +69,17 @@ pub enum BuildError {
     #[error("cannot create the virtio-rng device")]
     Rng(#[source] fv_virtio::rng::RngError),
     #[error(transparent)]
+    NetSetup(#[from] NetSetupError),
+    #[error("tap {tap}: cannot create its virtio-net device")]
+    Net {
+        tap: String,
+        #[source]
+        source: fv_virtio::net::NetError,
+    },
+    #[error(transparent)]
     Virtio(#[from] VirtioSetupError),
+    #[error(transparent)]
+    Services(#[from] crate::devices::services::ServiceError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -120,18 +133,46 @@ fn shared<D: BusDevice + 'static>(d: D) -> Arc<Mutex<dyn BusDevice>> {
     Arc::new(Mutex::new(d))
 }
 
-/// The disks (in order) then the entropy device, each in the next free PCI slot.
+/// The NICs, the disks, then the entropy device, each in the next free PCI slot (NICs
+/// first: a guest names its interfaces by slot, so adding a disk does not rename them).
+/// `taps` are the NICs' taps, in `config.nets` order.
 fn attach_virtio_devices(
     config: &VmConfig,
+    taps: Vec<HostTap>,
     mem: &crate::memory::GuestMemoryMmap,
     routing: &Arc<IrqRouting>,
     pci: &Mutex<PciRoot>,
 ) -> Result<Vec<VirtioPciHandle>, BuildError> {
     use fv_virtio::block::{BlockConfig, BlockDevice};
+    use fv_virtio::net::Net;
     use fv_virtio::rng::RngDevice;
     use fv_virtio::VirtioDevice;
 
     let mut handles = Vec::new();
+    for (i, (net, host)) in config.nets.iter().zip(taps).enumerate() {
+        let tap_name = host.tap.name().to_string();
+        let device_config = fv_virtio::net::NetConfig {
+            mac: host.mac.0,
+            mtu: None,
+            rx_rate_limit: net.rx_rate_limit(),
+            tx_rate_limit: net.tx_rate_limit(),
+        };
+        let nic = Net::new(device_config, host.tap).map_err(|source| BuildError::Net {
+            tap: tap_name.clone(),
+            source,
+        })?;
+        let device: Arc<Mutex<dyn VirtioDevice>> = Arc::new(Mutex::new(nic));
+        let mut handle = attach_virtio_pci(
+            &format!("net{i}"),
+            device,
+            mem,
+            routing,
+            pci,
+            config.seccomp,
+        )?;
+        handle.net = Some((tap_name, host.mac));
+        handles.push(handle);
+    }
     for (i, disk) in config.disks.iter().enumerate() {
         let image = fv_disk::open_disk(&disk.path, disk.format.map(|f| f.to_disk()), disk.readonly)
             .map_err(|source| BuildError::Disk {
@@ -142,6 +183,7 @@ fn attach_virtio_devices(
             image,
             BlockConfig {
                 serial: disk.serial.clone().unwrap_or_default(),
+                rate_limit: disk.rate_limit(),
                 ..BlockConfig::default()
             },
         )
@@ -179,6 +221,17 @@ pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
     // Cheap checks on user input first, so a typo does not cost a KVM VM.
     let mem = memory::create_guest_memory(config.memory_mib)?;
     let boot_entry = loader::load_guest(&mem, config)?;
+    let taps = config
+        .nets
+        .iter()
+        .map(open_tap)
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, (net, host)) in config.nets.iter().zip(&taps).enumerate() {
+        if net.creates_tap() {
+            // Whoever started us needs the kernel's choice to put the tap on a bridge.
+            eprintln!("fv-vmm: net{i}: created tap {}", host.tap.name());
+        }
+    }
 
     let kvm = KvmContext::new()?;
     let vm = Arc::new(Vm::new(&kvm, &mem)?);
@@ -211,6 +264,14 @@ pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
         layout::ACPI_PM_PORT_LEN,
     )?;
     pio.insert(shared(PvPanic::new(exit.clone())), layout::PVPANIC_PORT, 1)?;
+    let ged_irq = EventFd::new(EFD_NONBLOCK).map_err(io("ACPI GED irqfd"))?;
+    vm.register_irqfd(&ged_irq, layout::ACPI_GED_IRQ)?;
+    let ged = Arc::new(Mutex::new(AcpiGed::new(ged_irq)));
+    pio.insert(
+        ged.clone(),
+        layout::ACPI_GED_PORT,
+        layout::ACPI_GED_PORT_LEN,
+    )?;
 
     let pci = Arc::new(Mutex::new(PciRoot::new(
         mmio.clone(),
@@ -227,7 +288,9 @@ pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
         layout::PCI_ECAM_START,
         layout::PCI_ECAM_SIZE,
     )?;
-    let virtio = attach_virtio_devices(config, &mem, &routing, &pci)?;
+    let mut virtio = attach_virtio_devices(config, taps, &mem, &routing, &pci)?;
+    let services =
+        crate::devices::services::attach_guest_services(config, &mem, &routing, &pci, &mut virtio)?;
 
     let vcpus = (0..config.vcpus)
         .map(|i| Vcpu::new(&kvm, &vm, i, config.vcpus, boot_entry))
@@ -251,6 +314,8 @@ pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
             serial_input: input,
             pci,
             virtio,
+            ged,
+            services,
         },
         exit,
         api,

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch::layout::{MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB};
 
+mod devices;
+pub use devices::{BalloonConfig, ConsoleConfig, VsockConfig};
+
 /// Used when neither a flag nor the config file gives a command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
@@ -72,8 +75,9 @@ impl DiskFormat {
     }
 }
 
-/// One virtio-blk disk: `--disk path=P[,format=raw|qcow2][,readonly=on][,serial=S]`, or an
-/// object in the JSON file's `disks` list with the same keys (`readonly` a boolean).
+/// One virtio-blk disk: `--disk path=P[,format=raw|qcow2][,readonly=on][,serial=S]
+/// [,bytes_per_sec=N][,ops_per_sec=N]`, or an object in the JSON file's `disks` list with the
+/// same keys (`readonly` a boolean, the limits integers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
@@ -86,6 +90,133 @@ pub struct DiskConfig {
     /// What the guest reads as the disk's serial (e.g. /sys/block/vda/serial).
     #[serde(default)]
     pub serial: Option<String>,
+    /// Throughput limit, bytes read or written per second; `None` for none.
+    #[serde(default)]
+    pub bytes_per_sec: Option<u64>,
+    /// Request limit, requests per second; `None` for none.
+    #[serde(default)]
+    pub ops_per_sec: Option<u64>,
+}
+
+/// A MAC address, written `52:54:00:12:34:56` (two hex digits per byte, either case). Only
+/// unicast addresses other than all zeros are accepted: a NIC cannot own anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl FromStr for MacAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a MAC address like 52:54:00:12:34:56");
+        let mut mac = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in mac.iter_mut() {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        if mac[0] & 1 != 0 {
+            return Err(format!(
+                "{s} is a multicast address; a NIC needs a unicast one"
+            ));
+        }
+        if mac == [0; 6] {
+            return Err("00:00:00:00:00:00 is not a usable MAC address".into());
+        }
+        Ok(MacAddr(mac))
+    }
+}
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl MacAddr {
+    /// The MAC a NIC gets when none is given: `52:54:00` (locally administered, unicast;
+    /// the prefix QEMU uses) followed by 24 bits of a hash (FNV-1a) of the host's name and
+    /// the tap's name. A tap's name is unique on its host at any time, so two VMs running
+    /// on one host differ unless 24-bit hashes collide, and a VM restarted on the same tap
+    /// keeps its MAC (its DHCP lease, the bridge's forwarding entries). The host name keeps
+    /// hosts that reuse tap names apart on a shared segment. Give `mac=` to be sure.
+    pub fn derived(host: &str, tap: &str) -> MacAddr {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in host.bytes().chain([b'/']).chain(tap.bytes()) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        let h = hash.to_be_bytes();
+        MacAddr([0x52, 0x54, 0x00, h[5], h[6], h[7]])
+    }
+}
+
+/// One virtio-net NIC: `--net tap=NAME[,mac=M][,rx_bytes_per_sec=N][,rx_ops_per_sec=N]
+/// [,tx_bytes_per_sec=N][,tx_ops_per_sec=N]`, or an object in the JSON file's `nets` list with
+/// the same keys. `rx` is what the guest receives, `tx` what it sends; ops are frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// An existing tap to attach to, or a name with one `%d` (`fvtap%d`): fv-vmm then
+    /// creates a tap, the kernel picking the number, and removes it when it exits.
+    pub tap: String,
+    /// `None`: derived from the host and tap names (`MacAddr::derived`).
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    #[serde(default)]
+    pub rx_bytes_per_sec: Option<u64>,
+    #[serde(default)]
+    pub rx_ops_per_sec: Option<u64>,
+    #[serde(default)]
+    pub tx_bytes_per_sec: Option<u64>,
+    #[serde(default)]
+    pub tx_ops_per_sec: Option<u64>,
+}
+
+/// Linux's IFNAMSIZ less the terminating NUL.
+pub const MAX_TAP_NAME_LEN: usize = 15;
+
+/// Parses a rate limit: a whole number above zero (leave the key out for no limit).
+fn parse_rate(key: &str, v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 && v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!(
+            "{key}= is a whole number above 0 (leave it out for no limit)"
+        )),
+    }
+}
+
+/// Checks the limits read from the JSON file: none may be 0.
+fn check_rates(rates: &[(&str, Option<u64>)]) -> Result<(), String> {
+    match rates.iter().find(|(_, v)| *v == Some(0)) {
+        Some((key, _)) => Err(format!(
+            "{key} is a whole number above 0 (leave it out for no limit)"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Splits a device flag's value, `key=value,key=value`, refusing unknown and repeated keys
@@ -136,9 +267,18 @@ impl FromStr for DiskConfig {
             format: None,
             readonly: false,
             serial: None,
+            bytes_per_sec: None,
+            ops_per_sec: None,
         };
-        for (k, v) in parse_device_options("--disk", s, &["path", "format", "readonly", "serial"])?
-        {
+        const KEYS: &[&str] = &[
+            "path",
+            "format",
+            "readonly",
+            "serial",
+            "bytes_per_sec",
+            "ops_per_sec",
+        ];
+        for (k, v) in parse_device_options("--disk", s, KEYS)? {
             match k {
                 "path" => disk.path = PathBuf::from(v),
                 "format" => {
@@ -155,6 +295,10 @@ impl FromStr for DiskConfig {
                         _ => return Err(bad("readonly= is on or off")),
                     }
                 }
+                "bytes_per_sec" => {
+                    disk.bytes_per_sec = Some(parse_rate(k, v).map_err(|e| bad(&e))?)
+                }
+                "ops_per_sec" => disk.ops_per_sec = Some(parse_rate(k, v).map_err(|e| bad(&e))?),
                 _ => disk.serial = Some(v.to_string()),
             }
         }
@@ -185,7 +329,118 @@ impl DiskConfig {
                 )));
             }
         }
-        Ok(())
+        check_rates(&[
+            ("bytes_per_sec", self.bytes_per_sec),
+            ("ops_per_sec", self.ops_per_sec),
+        ])
+        .map_err(bad)
+    }
+
+    /// The virtio-blk device's limits.
+    pub fn rate_limit(&self) -> fv_virtio::rate_limiter::RateLimit {
+        rate_limit(self.bytes_per_sec, self.ops_per_sec)
+    }
+}
+
+/// Limits as the device models take them: 0 is "no limit", the burst one second's worth.
+fn rate_limit(bytes: Option<u64>, ops: Option<u64>) -> fv_virtio::rate_limiter::RateLimit {
+    use fv_virtio::rate_limiter::{BucketConfig, RateLimit};
+    let bucket = |rate: Option<u64>| BucketConfig {
+        rate: rate.unwrap_or(0),
+        burst: 0,
+    };
+    RateLimit {
+        bytes: bucket(bytes),
+        ops: bucket(ops),
+    }
+}
+
+impl FromStr for NetConfig {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &str| ConfigError::DeviceOption {
+            flag: "--net",
+            value: s.to_string(),
+            why: why.to_string(),
+        };
+        let mut net = NetConfig {
+            tap: String::new(),
+            mac: None,
+            rx_bytes_per_sec: None,
+            rx_ops_per_sec: None,
+            tx_bytes_per_sec: None,
+            tx_ops_per_sec: None,
+        };
+        const KEYS: &[&str] = &[
+            "tap",
+            "mac",
+            "rx_bytes_per_sec",
+            "rx_ops_per_sec",
+            "tx_bytes_per_sec",
+            "tx_ops_per_sec",
+        ];
+        for (k, v) in parse_device_options("--net", s, KEYS)? {
+            let rate = || parse_rate(k, v).map(Some).map_err(|e| bad(&e));
+            match k {
+                "tap" => net.tap = v.to_string(),
+                "mac" => net.mac = Some(v.parse().map_err(|e: String| bad(&e))?),
+                "rx_bytes_per_sec" => net.rx_bytes_per_sec = rate()?,
+                "rx_ops_per_sec" => net.rx_ops_per_sec = rate()?,
+                "tx_bytes_per_sec" => net.tx_bytes_per_sec = rate()?,
+                _ => net.tx_ops_per_sec = rate()?,
+            }
+        }
+        if net.tap.is_empty() {
+            return Err(bad("tap= is required"));
+        }
+        net.validate()?;
+        Ok(net)
+    }
+}
+
+impl NetConfig {
+    /// Checks what the JSON file could get wrong that the flag parser already refuses. The
+    /// tap name's finer rules (no '/', ':' or spaces) are fv-hostnet's, when it opens it.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |why: String| ConfigError::DeviceOption {
+            flag: "--net",
+            value: format!("tap={}", self.tap),
+            why,
+        };
+        if self.tap.is_empty() || self.tap.len() > MAX_TAP_NAME_LEN {
+            return Err(bad(format!(
+                "a tap name is 1 to {MAX_TAP_NAME_LEN} bytes long"
+            )));
+        }
+        let percents = self.tap.matches('%').count();
+        if percents > 1 || (percents == 1 && !self.tap.contains("%d")) {
+            return Err(bad(
+                "a name to create takes one %d, for the number the kernel picks".into(),
+            ));
+        }
+        check_rates(&[
+            ("rx_bytes_per_sec", self.rx_bytes_per_sec),
+            ("rx_ops_per_sec", self.rx_ops_per_sec),
+            ("tx_bytes_per_sec", self.tx_bytes_per_sec),
+            ("tx_ops_per_sec", self.tx_ops_per_sec),
+        ])
+        .map_err(bad)
+    }
+
+    /// Whether fv-vmm creates the tap (the name is a pattern) rather than opening it.
+    pub fn creates_tap(&self) -> bool {
+        self.tap.contains('%')
+    }
+
+    /// Limits on what the guest receives.
+    pub fn rx_rate_limit(&self) -> fv_virtio::rate_limiter::RateLimit {
+        rate_limit(self.rx_bytes_per_sec, self.rx_ops_per_sec)
+    }
+
+    /// Limits on what the guest sends.
+    pub fn tx_rate_limit(&self) -> fv_virtio::rate_limiter::RateLimit {
+        rate_limit(self.tx_bytes_per_sec, self.tx_ops_per_sec)
     }
 }
 
@@ -251,8 +506,17 @@ pub struct ConfigFile {
     pub seccomp: Option<bool>,
     /// virtio-blk disks, in PCI slot order.
     pub disks: Option<Vec<DiskConfig>>,
+    /// virtio-net NICs, in PCI slot order (before the disks).
+    pub nets: Option<Vec<NetConfig>>,
     /// A virtio-rng device fed from the host's random source.
     pub rng: Option<bool>,
+    /// A virtio console port on a Unix socket: `{"socket": PATH}`.
+    pub console: Option<ConsoleConfig>,
+    /// A virtio-vsock device: `{"cid": N, "socket": PATH}`.
+    pub vsock: Option<VsockConfig>,
+    /// A virtio-balloon device: `{"stats_interval": SECS, "deflate_on_oom": BOOL}` (both
+    /// optional: `{}`).
+    pub balloon: Option<BalloonConfig>,
 }
 
 /// fv-vmm: run one virtual machine on KVM.
@@ -289,13 +553,29 @@ pub struct Cli {
     /// Do not install seccomp filters (debugging only).
     #[arg(long)]
     pub no_seccomp: bool,
-    /// A virtio-blk disk: path=P[,format=raw|qcow2][,readonly=on][,serial=S]. Repeatable;
-    /// replaces the config file's disks.
+    /// A virtio-blk disk: path=P[,format=raw|qcow2][,readonly=on][,serial=S]
+    /// [,bytes_per_sec=N][,ops_per_sec=N]. Repeatable; replaces the config file's disks.
     #[arg(long = "disk", value_name = "OPTIONS")]
     pub disks: Vec<String>,
+    /// A virtio-net NIC on a tap: tap=NAME (an existing tap, or e.g. fvtap%d to create one)
+    /// [,mac=52:54:00:..][,rx_bytes_per_sec=N][,rx_ops_per_sec=N][,tx_bytes_per_sec=N]
+    /// [,tx_ops_per_sec=N]. Repeatable; replaces the config file's NICs.
+    #[arg(long = "net", value_name = "OPTIONS")]
+    pub nets: Vec<String>,
     /// Add a virtio-rng device (the guest's /dev/hwrng).
     #[arg(long)]
     pub rng: bool,
+    /// A virtio console (the guest's /dev/hvc0) on a Unix socket: socket=PATH.
+    #[arg(long, value_name = "OPTIONS")]
+    pub console: Option<String>,
+    /// A virtio-vsock device: cid=N,socket=PATH (host processes connect to PATH; guest
+    /// connections to host port P go to PATH_P).
+    #[arg(long, value_name = "OPTIONS")]
+    pub vsock: Option<String>,
+    /// A virtio-balloon device, resized through the API:
+    /// [stats_interval=SECS][,deflate_on_oom=on].
+    #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "")]
+    pub balloon: Option<String>,
 }
 
 /// Validated settings for one VM.
@@ -310,7 +590,11 @@ pub struct VmConfig {
     pub api_socket: Option<PathBuf>,
     pub seccomp: bool,
     pub disks: Vec<DiskConfig>,
+    pub nets: Vec<NetConfig>,
     pub rng: bool,
+    pub console: Option<ConsoleConfig>,
+    pub vsock: Option<VsockConfig>,
+    pub balloon: Option<BalloonConfig>,
 }
 
 impl ConfigFile {
@@ -356,7 +640,29 @@ impl Cli {
                         .collect::<Result<Vec<DiskConfig>, _>>()?,
                 )
             },
+            nets: if self.nets.is_empty() {
+                file.nets
+            } else {
+                Some(
+                    self.nets
+                        .iter()
+                        .map(|n| n.parse())
+                        .collect::<Result<Vec<NetConfig>, _>>()?,
+                )
+            },
             rng: if self.rng { Some(true) } else { file.rng },
+            console: match &self.console {
+                Some(s) => Some(s.parse()?),
+                None => file.console,
+            },
+            vsock: match &self.vsock {
+                Some(s) => Some(s.parse()?),
+                None => file.vsock,
+            },
+            balloon: match &self.balloon {
+                Some(s) => Some(s.parse()?),
+                None => file.balloon,
+            },
         };
         merged.validate()
     }
@@ -387,8 +693,37 @@ impl ConfigFile {
         for d in &disks {
             d.validate()?;
         }
+        let nets = self.nets.unwrap_or_default();
+        for (i, n) in nets.iter().enumerate() {
+            n.validate()?;
+            let earlier = &nets[..i];
+            let twice = |why: String| ConfigError::DeviceOption {
+                flag: "--net",
+                value: format!("tap={}", n.tap),
+                why,
+            };
+            if !n.creates_tap() && earlier.iter().any(|e| e.tap == n.tap) {
+                return Err(twice(format!("tap {} is given to two NICs", n.tap)));
+            }
+            if let Some(mac) = n.mac.filter(|m| earlier.iter().any(|e| e.mac == Some(*m))) {
+                return Err(twice(format!("MAC {mac} is given to two NICs")));
+            }
+        }
         let rng = self.rng.unwrap_or(false);
-        let count = disks.len() + usize::from(rng);
+        let mut sockets = Vec::new();
+        if let SerialConfig::Socket(path) = &serial {
+            sockets.push(("--serial", path.as_path()));
+        }
+        if let Some(path) = &self.api_socket {
+            sockets.push(("--api-socket", path.as_path()));
+        }
+        let services = devices::validate_services(
+            self.console.as_ref(),
+            self.vsock.as_ref(),
+            self.balloon.as_ref(),
+            &sockets,
+        )?;
+        let count = disks.len() + nets.len() + usize::from(rng) + services;
         if count > MAX_PCI_DEVICES {
             return Err(ConfigError::TooManyDevices {
                 count,
@@ -406,7 +741,11 @@ impl ConfigFile {
             api_socket: self.api_socket,
             seccomp: self.seccomp.unwrap_or(true),
             disks,
+            nets,
             rng,
+            console: self.console,
+            vsock: self.vsock,
+            balloon: self.balloon,
         })
     }
 }
@@ -480,7 +819,7 @@ mod tests {
             "--disk",
             "path=/a.img",
             "--disk",
-            "path=/b.qcow2,format=qcow2,readonly=on,serial=fv-disk-2",
+            "path=/b.qcow2,format=qcow2,readonly=on,serial=fv-disk-2,bytes_per_sec=1000000,ops_per_sec=500",
             "--rng",
         ])
         .unwrap();
@@ -491,13 +830,17 @@ mod tests {
                     path: "/a.img".into(),
                     format: None,
                     readonly: false,
-                    serial: None
+                    serial: None,
+                    bytes_per_sec: None,
+                    ops_per_sec: None,
                 },
                 DiskConfig {
                     path: "/b.qcow2".into(),
                     format: Some(DiskFormat::Qcow2),
                     readonly: true,
-                    serial: Some("fv-disk-2".into())
+                    serial: Some("fv-disk-2".into()),
+                    bytes_per_sec: Some(1_000_000),
+                    ops_per_sec: Some(500),
                 }
             ]
         );
@@ -515,6 +858,10 @@ mod tests {
             "path=/a,serial=this-serial-is-far-too-long",
             "path=/a,serial=tab\there",
             "path=/a,",
+            "path=/a,bytes_per_sec=0",
+            "path=/a,ops_per_sec=-1",
+            "path=/a,ops_per_sec=+5",
+            "path=/a,bytes_per_sec=10M",
         ] {
             let err = cli(&["--kernel", "/k", "--disk", bad]).unwrap_err();
             assert!(
@@ -532,6 +879,102 @@ mod tests {
             cli(&args),
             Err(ConfigError::TooManyDevices { count: 32, max: 31 })
         ));
+    }
+
+    #[test]
+    fn net_flags() {
+        let c = cli(&[
+            "--kernel",
+            "/k",
+            "--net",
+            "tap=fvtap%d",
+            "--net",
+            "tap=vif3.0,mac=52:54:00:AB:cd:01,rx_bytes_per_sec=1000,tx_ops_per_sec=10",
+            "--disk",
+            "path=/a",
+        ])
+        .unwrap();
+        assert_eq!(c.nets.len(), 2);
+        assert_eq!(c.nets[0].tap, "fvtap%d");
+        assert!(c.nets[0].creates_tap());
+        assert_eq!(c.nets[0].mac, None);
+        let n = &c.nets[1];
+        assert!(!n.creates_tap());
+        assert_eq!(n.mac, Some(MacAddr([0x52, 0x54, 0, 0xab, 0xcd, 1])));
+        assert_eq!(n.mac.unwrap().to_string(), "52:54:00:ab:cd:01");
+        assert_eq!(
+            (
+                n.rx_bytes_per_sec,
+                n.rx_ops_per_sec,
+                n.tx_bytes_per_sec,
+                n.tx_ops_per_sec
+            ),
+            (Some(1000), None, None, Some(10))
+        );
+        assert_eq!(n.rx_rate_limit().bytes.rate, 1000);
+        assert_eq!(n.rx_rate_limit().ops.rate, 0);
+        assert_eq!(n.tx_rate_limit().ops.rate, 10);
+        for bad in [
+            "fvtap0",
+            "tap=",
+            "mac=52:54:00:00:00:01",
+            "tap=a,mac=52:54:00:00:00",
+            "tap=a,mac=52:54:00:00:00:01:02",
+            "tap=a,mac=52-54-00-00-00-01",
+            "tap=a,mac=52:54:00:00:00:g1",
+            "tap=a,mac=5:54:00:00:00:001",
+            "tap=a,mac=01:00:5e:00:00:01",
+            "tap=a,mac=00:00:00:00:00:00",
+            "tap=a,rx_bytes_per_sec=0",
+            "tap=a,tx_ops_per_sec=fast",
+            "tap=a,bytes_per_sec=1",
+            "tap=a,tap=b",
+            "tap=much-too-long-name",
+            "tap=fv%d%d",
+            "tap=fv%s",
+        ] {
+            let err = cli(&["--kernel", "/k", "--net", bad]).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::DeviceOption { flag: "--net", .. }),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().starts_with("--net "), "{err}");
+        }
+        for twice in [
+            ["tap=vif1.0", "tap=vif1.0"],
+            [
+                "tap=a%d,mac=52:54:00:00:00:01",
+                "tap=b,mac=52:54:00:00:00:01",
+            ],
+        ] {
+            let err = cli(&["--kernel", "/k", "--net", twice[0], "--net", twice[1]]).unwrap_err();
+            assert!(err.to_string().contains("two NICs"), "{err}");
+        }
+        // Two taps created from one pattern get different names.
+        assert!(cli(&["--kernel", "/k", "--net", "tap=a%d", "--net", "tap=a%d"]).is_ok());
+        let nets: Vec<String> = (0..16).map(|i| format!("tap=t{i}")).collect();
+        let disks: Vec<String> = (0..16).map(|i| format!("path=/d{i}")).collect();
+        let mut args = vec!["--kernel", "/k"];
+        for (n, d) in nets.iter().zip(&disks) {
+            args.extend(["--net", n.as_str(), "--disk", d.as_str()]);
+        }
+        assert!(matches!(
+            cli(&args),
+            Err(ConfigError::TooManyDevices { count: 32, max: 31 })
+        ));
+    }
+
+    #[test]
+    fn derived_macs_are_local_unicast_and_stable() {
+        let a = MacAddr::derived("host1", "fvtap0");
+        assert_eq!(a, MacAddr::derived("host1", "fvtap0"));
+        assert_eq!(a.0[..3], [0x52, 0x54, 0x00]);
+        assert_eq!(a.0[0] & 0b11, 0b10, "locally administered, unicast");
+        assert_ne!(a, MacAddr::derived("host1", "fvtap1"));
+        assert_ne!(a, MacAddr::derived("host2", "fvtap0"));
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(MacAddr::derived("ab", "c"), MacAddr::derived("a", "bc"));
+        assert_eq!(a.to_string().parse::<MacAddr>().unwrap(), a);
     }
 
     #[test]
@@ -579,15 +1022,54 @@ mod tests {
                 "{bad}"
             );
         }
+        for bad in [
+            r#"{"kernel": "/k", "disks": [{"path": "/a", "serial": "x\u0001"}]}"#,
+            r#"{"kernel": "/k", "disks": [{"path": "/a", "ops_per_sec": 0}]}"#,
+            r#"{"kernel": "/k", "nets": [{"tap": ""}]}"#,
+            r#"{"kernel": "/k", "nets": [{"tap": "a%d%d"}]}"#,
+            r#"{"kernel": "/k", "nets": [{"tap": "a", "tx_bytes_per_sec": 0}]}"#,
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(
+                matches!(
+                    cli(&["--config", path.to_str().unwrap()]),
+                    Err(ConfigError::DeviceOption { .. })
+                ),
+                "{bad}"
+            );
+        }
+
         std::fs::write(
             &path,
-            r#"{"kernel": "/k", "disks": [{"path": "/a", "serial": "x\u0001"}]}"#,
+            r#"{"kernel": "/k", "nets": [{"tap": "fvtap%d"},
+                {"tap": "vif1.0", "mac": "52:54:00:00:00:02", "rx_bytes_per_sec": 100}],
+                "disks": [{"path": "/a", "bytes_per_sec": 4096, "ops_per_sec": 8}]}"#,
         )
         .unwrap();
-        assert!(matches!(
-            cli(&["--config", path.to_str().unwrap()]),
-            Err(ConfigError::DeviceOption { .. })
-        ));
+        let c = cli(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.nets.len(), 2);
+        assert_eq!(c.nets[1].mac, Some(MacAddr([0x52, 0x54, 0, 0, 0, 2])));
+        assert_eq!(c.nets[1].rx_bytes_per_sec, Some(100));
+        assert_eq!(c.disks[0].rate_limit().bytes.rate, 4096);
+        assert_eq!(c.disks[0].rate_limit().ops.rate, 8);
+        // --net flags replace the file's list.
+        let c = cli(&["--config", path.to_str().unwrap(), "--net", "tap=x"]).unwrap();
+        assert_eq!(c.nets.len(), 1);
+        for bad in [
+            r#"{"kernel": "/k", "nets": [{"tap": "a", "mac": "01:02:03:04:05:06"}]}"#,
+            r#"{"kernel": "/k", "nets": [{"tap": "a", "mac": 5}]}"#,
+            r#"{"kernel": "/k", "nets": [{"tap": "a", "vlan": 5}]}"#,
+            r#"{"kernel": "/k", "nets": [{"mac": "52:54:00:00:00:02"}]}"#,
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(
+                matches!(
+                    cli(&["--config", path.to_str().unwrap()]),
+                    Err(ConfigError::Parse { .. })
+                ),
+                "{bad}"
+            );
+        }
 
         std::fs::write(&path, r#"{"kernel": "/k", "vcpu": 2}"#).unwrap();
         let err = cli(&["--config", path.to_str().unwrap()]).unwrap_err();

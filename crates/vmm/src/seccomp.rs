@@ -27,7 +27,7 @@ pub enum ThreadKind {
     /// Runs guest code and emulates port/MMIO accesses.
     Vcpu,
     /// A virtio device's event loop ("fv-virtio-<name>"): queue processing and the
-    /// device's backend I/O (disk image, entropy source).
+    /// device's backend I/O (disk image, entropy source, tap).
     Device,
 }
 
@@ -43,6 +43,10 @@ ioctl_ior_nr!(KVM_SET_IRQCHIP, KVMIO, 0x63, kvm_irqchip);
 ioctl_iow_nr!(KVM_SET_PIT2, KVMIO, 0xa0, kvm_pit_state2);
 ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
 ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_ioeventfd);
+/// A virtio-net device's activation, on the vCPU thread where the driver sets DRIVER_OK,
+/// sets its tap's virtio-net header length and offloads (`Net::activate`).
+const TUNSETVNETHDRSZ: u64 = libc::TUNSETVNETHDRSZ;
+const TUNSETOFFLOAD: u64 = libc::TUNSETOFFLOAD;
 /// Terminal attributes: `set_canon_mode` restores the console at exit.
 const TCGETS: u64 = 0x5401;
 const TCSETS: u64 = 0x5402;
@@ -89,8 +93,11 @@ const MAIN: &[i64] = &[
     libc::SYS_fstat,
     libc::SYS_newfstatat,
     libc::SYS_statx,
-    // A reset in place resets the virtio devices (their rate-limit timers).
+    // A reset in place resets the virtio devices (their rate-limit timers, the
+    // balloon's statistics timer).
     libc::SYS_timerfd_settime,
+    // At exit: the console and vsock sockets are removed (`devices::services`).
+    libc::SYS_unlink,
 ];
 
 const API: &[i64] = &[
@@ -116,7 +123,8 @@ const DEVICE: &[i64] = &[
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_ctl,
-    // Eventfds, timerfds, the entropy source; disk images (positioned and vectored I/O).
+    // Eventfds, timerfds, the entropy source, taps (one read or write per frame, write in
+    // COMMON); disk images (positioned and vectored I/O).
     libc::SYS_read,
     libc::SYS_readv,
     libc::SYS_writev,
@@ -134,7 +142,26 @@ const DEVICE: &[i64] = &[
     libc::SYS_timerfd_settime,
     libc::SYS_timerfd_gettime,
     libc::SYS_getrandom,
+    // Console and vsock: clients connect to their listening Unix sockets (accept4, then
+    // FIONBIO, see `ioctls`), and are read with recv (recvfrom) and written with send
+    // (sendto: std's `UnixStream` writes with MSG_NOSIGNAL); vsock connects to
+    // `PATH_<port>` for the guest (connect, and `socket` as `SOCKET_RULE` allows) and
+    // half-closes streams.
+    libc::SYS_accept4,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_connect,
+    libc::SYS_shutdown,
 ];
+
+/// The only `socket` call a device thread makes: vsock's non-blocking Unix stream to
+/// `PATH_<port>` (`fv_virtio::vsock`). (arg0, arg1) must be exactly these.
+const SOCKET_RULE: (u64, u64) = (
+    libc::AF_UNIX as u64,
+    (libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u64,
+);
+/// `UnixStream::set_nonblocking` (std uses this ioctl on sockets).
+const FIONBIO: u64 = libc::FIONBIO;
 
 fn ioctls(kind: ThreadKind) -> Vec<u64> {
     let n = |nr: libc::c_ulong| u64::from(nr as u32);
@@ -148,7 +175,9 @@ fn ioctls(kind: ThreadKind) -> Vec<u64> {
             TCGETS,
             TCSETS,
         ],
-        ThreadKind::Api | ThreadKind::Device => vec![],
+        ThreadKind::Api => vec![],
+        // Console and vsock make accepted client streams non-blocking.
+        ThreadKind::Device => vec![FIONBIO],
         ThreadKind::Vcpu => vec![
             n(KVM_RUN()),
             n(KVM_SET_REGS()),
@@ -161,6 +190,10 @@ fn ioctls(kind: ThreadKind) -> Vec<u64> {
             // The guest programs MSI-X vectors and moves PCI BARs.
             n(KVM_SET_GSI_ROUTING()),
             n(KVM_IOEVENTFD()),
+            // The driver activates a virtio-net device. Allowed without NICs too: then no
+            // tap fd exists, and on any other fd these requests fail harmlessly.
+            TUNSETVNETHDRSZ,
+            TUNSETOFFLOAD,
         ],
     }
 }
@@ -188,6 +221,18 @@ pub fn filter(kind: ThreadKind) -> Result<BpfProgram, String> {
         .map_err(|e| format!("seccomp rule: {e}"))?;
     if !ioctl_rules.is_empty() {
         rules.insert(libc::SYS_ioctl, ioctl_rules);
+    }
+    if kind == ThreadKind::Device {
+        let (domain, ty) = SOCKET_RULE;
+        let rule = [(0, domain), (1, ty)]
+            .into_iter()
+            .map(|(arg, value)| {
+                SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(SeccompRule::new)
+            .map_err(|e| format!("seccomp rule: {e}"))?;
+        rules.insert(libc::SYS_socket, vec![rule]);
     }
     let filter = SeccompFilter::new(
         rules,
@@ -228,6 +273,8 @@ mod tests {
         assert_eq!(u64::from(KVM_RUN() as u32), 0xae80);
         assert_eq!(u64::from(KVM_IOEVENTFD() as u32), 0x4040_ae79);
         assert_eq!(u64::from(KVM_SET_GSI_ROUTING() as u32), 0x4008_ae6a);
+        assert_eq!(TUNSETVNETHDRSZ, 0x4004_54d8);
+        assert_eq!(TUNSETOFFLOAD, 0x4004_54d0);
     }
 
     #[test]
@@ -247,6 +294,46 @@ mod tests {
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGSYS), "{status:?}");
+    }
+
+    #[test]
+    fn device_threads_may_open_only_vsock_sockets() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "seccomp::tests::child_opens_sockets_under_the_device_filter",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("FV_SECCOMP_CHILD", "1")
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{:?}", out.status);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("unix stream socket: ok"), "{stdout}");
+        assert!(!stdout.contains("inet socket"), "{stdout}");
+    }
+
+    #[test]
+    #[ignore = "run by device_threads_may_open_only_vsock_sockets in a child process"]
+    fn child_opens_sockets_under_the_device_filter() {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+        if std::env::var_os("FV_SECCOMP_CHILD").is_none() {
+            return;
+        }
+        install(ThreadKind::Device, true).unwrap();
+        let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+        let unix = socket(AddressFamily::Unix, SockType::Stream, flags, None);
+        println!(
+            "unix stream socket: {}",
+            if unix.is_ok() { "ok" } else { "failed" }
+        );
+        // Killed here.
+        let _ = socket(AddressFamily::Inet, SockType::Stream, flags, None);
+        println!("inet socket: allowed");
+        std::process::exit(0);
     }
 
     #[test]

@@ -13,9 +13,11 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::api::{self, ActionError, ApiRequest, DeviceInfo, VmInfo, VmState, VmmAction, VmmData};
 use crate::config::VmConfig;
+use crate::devices::acpi_ged::{AcpiGed, GED_POWER_BUTTON};
 use crate::devices::bus::lock;
 use crate::devices::pci::PciRoot;
 use crate::devices::serial::{InputSource, SerialDevice, SerialInput};
+use crate::devices::services::GuestServices;
 use crate::devices::virtio::VirtioPciHandle;
 use crate::devices::Bus;
 use crate::exit::{ExitEvent, VmExit};
@@ -37,6 +39,10 @@ pub struct Devices {
     pub pci: Arc<Mutex<PciRoot>>,
     /// The virtio devices' event-loop threads (they run until the process exits).
     pub virtio: Vec<VirtioPciHandle>,
+    /// Console, vsock and balloon: the balloon to steer, the sockets to remove at exit.
+    pub services: GuestServices,
+    /// The ACPI Generic Event Device: the power button.
+    pub ged: Arc<Mutex<AcpiGed>>,
 }
 
 pub struct Vmm {
@@ -145,6 +151,8 @@ impl Vmm {
             serial: devices.serial,
             pci: devices.pci,
             virtio: devices.virtio,
+            services: devices.services,
+            ged: devices.ged,
             exit: exit.clone(),
             counters,
             control,
@@ -179,6 +187,9 @@ struct Controller {
     serial: Arc<Mutex<SerialDevice>>,
     pci: Arc<Mutex<PciRoot>>,
     virtio: Vec<VirtioPciHandle>,
+    /// Dropped when the VM ends, removing the console and vsock sockets.
+    services: GuestServices,
+    ged: Arc<Mutex<AcpiGed>>,
     exit: Arc<ExitEvent>,
     counters: Arc<ExitCounters>,
     control: Arc<VcpuControl>,
@@ -209,6 +220,8 @@ impl Controller {
                         id: d.name.clone(),
                         kind: d.kind.to_string(),
                         pci: format!("0000:00:{:02x}.0", d.slot),
+                        tap: d.net.as_ref().map(|(tap, _)| tap.clone()),
+                        mac: d.net.as_ref().map(|(_, mac)| mac.to_string()),
                     })
                     .collect(),
             })),
@@ -232,6 +245,17 @@ impl Controller {
                 Ok(VmmData::Empty)
             }
             VmmAction::Reset => self.reset().map(|_| VmmData::Empty),
+            VmmAction::GetBalloon => Ok(VmmData::Balloon(self.services.balloon()?.info())),
+            VmmAction::SetBalloon { target_mib } => self
+                .services
+                .balloon()?
+                .set_target_mib(target_mib)
+                .map(|()| VmmData::Empty),
+            // A paused guest sees the press when it resumes (the interrupt stays pending).
+            VmmAction::PowerButton => lock(&self.ged)
+                .notify(GED_POWER_BUTTON)
+                .map(|()| VmmData::Empty)
+                .map_err(|e| ActionError::Failed(format!("cannot raise the ACPI event: {e}"))),
         }
     }
 
@@ -245,6 +269,7 @@ impl Controller {
         // Devices stop using guest memory before it is wiped; PCI goes back to the
         // firmware's BAR placement, every MSI-X vector masked.
         lock(&self.pci).reset();
+        lock(&self.ged).reset();
         discard_guest_memory(&self.mem).map_err(|e| failed("guest memory", &e))?;
         loader::load_guest(&self.mem, &self.config).map_err(|e| failed("guest image", &e))?;
         lock(&self.serial)

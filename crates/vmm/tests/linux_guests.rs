@@ -434,3 +434,614 @@ sleep 600
     assert!(rng.iter().all(|b| b.len() == 32), "{output}");
     assert_ne!(rng[0], rng[1], "{output}");
 }
+
+#[test]
+fn two_vms_on_a_bridge_then_the_power_button() {
+    in_emulated_host("two_vms_on_a_bridge_then_the_power_button");
+}
+
+/// The script of guest `a` (10.0.0.2, on a tap fv-vmm creates): ping the host's side of
+/// the bridge, send it a line over TCP, take a file from `b` over TCP, ping `b`.
+const NET_GUEST_A: &str = r#"ip addr add 10.0.0.2/24 dev eth0 && ip link set eth0 up
+echo "MAC $(cat /sys/class/net/eth0/address)"
+ping -c 3 -w 60 10.0.0.1 >/dev/null; echo "PING-HOST $?"
+echo "hello from guest a" | nc 10.0.0.1 7000; echo "NC-HOST $?"
+nc -l -p 5000 >/tmp/got
+echo "GOT $(wc -c </tmp/got) $(md5sum </tmp/got)"
+ping -c 3 -w 60 10.0.0.3 >/dev/null; echo "PING-PEER $?"
+echo NET-DONE
+sleep 600
+"#;
+
+/// The script of guest `b` (10.0.0.3, on an existing tap): ping `a`, then send it 1 MiB
+/// of random bytes over TCP (retrying until `a` listens).
+const NET_GUEST_B: &str = r#"ip addr add 10.0.0.3/24 dev eth0 && ip link set eth0 up
+echo "MAC $(cat /sys/class/net/eth0/address)"
+ping -c 3 -w 60 10.0.0.2 >/dev/null; echo "PING-PEER $?"
+head -c 1048576 /dev/urandom >/tmp/sent
+echo "SENT $(wc -c </tmp/sent) $(md5sum </tmp/sent)"
+ok=1
+for i in $(seq 1 150); do
+    if nc 10.0.0.2 5000 </tmp/sent 2>/dev/null; then ok=0; break; fi
+    sleep 0.2
+done
+echo "NC-PEER $ok"
+echo NET-DONE
+sleep 600
+"#;
+
+/// Two fv-vmm VMs on a Linux bridge inside the emulated host, with seccomp on: `a` on a
+/// tap fv-vmm creates (`fvtap%d`, put on the bridge once `GET /vm` names it), `b` on a
+/// persistent tap made beforehand, with a MAC of its own. The guests ping each other and
+/// the bridge's own address, `a` sends the host a line over TCP, `b` sends `a` a file over
+/// TCP. Then `PUT /vm/power-button` makes each guest shut itself down (its acpid runs the
+/// init's handler): both print the handler's line and the kernel's `reboot: Power down`,
+/// and both fv-vmm exit 0. One emulated host for all of it: its boots are the suite's
+/// largest cost.
+#[test]
+#[ignore = "runs inside the emulated host, started by the test of the same name"]
+fn inside_two_vms_on_a_bridge_then_the_power_button() {
+    use fv_hostnet::link;
+    use std::io::Read;
+    use std::net::{Ipv4Addr, TcpListener};
+
+    let Some(kernel) = inside("FV_BZIMAGE") else {
+        return;
+    };
+    let initrd = inside("FV_INITRD").unwrap();
+    let started = std::time::Instant::now();
+    let dir = std::env::temp_dir().join(format!("fv-net-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    link::create_bridge("fvbr0").unwrap();
+    link::set_ipv4_address("fvbr0", Ipv4Addr::new(10, 0, 0, 1), 24).unwrap();
+    link::set_up("fvbr0").unwrap();
+    let status = std::process::Command::new("ip")
+        .args(["tuntap", "add", "dev", "fvtapb", "mode", "tap"])
+        .status()
+        .expect("run ip (iproute2)");
+    assert!(status.success(), "ip tuntap add: {status}");
+    link::add_to_bridge("fvbr0", "fvtapb").unwrap();
+    link::set_up("fvtapb").unwrap();
+
+    // The host's end of guest a's TCP line.
+    let listener = TcpListener::bind("10.0.0.1:7000").unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut conn, peer) = listener.accept().unwrap();
+        let mut line = String::new();
+        conn.read_to_string(&mut line).unwrap();
+        let _ = line_tx.send((peer.ip(), line));
+    });
+
+    let spawn = |script: &str, net: &str, sock: &Path| {
+        Vmm::spawn([
+            "--kernel".into(),
+            path_str(&kernel),
+            "--initrd".into(),
+            path_str(&initrd),
+            "--cmdline".into(),
+            format!(
+                "{GUEST_CMDLINE} fv.action=run fv.run={}",
+                base64(script.as_bytes())
+            ),
+            "--memory".into(),
+            "256".into(),
+            "--net".into(),
+            net.into(),
+            "--api-socket".into(),
+            path_str(sock),
+        ])
+    };
+    let mut a = spawn(NET_GUEST_A, "tap=fvtap%d", &dir.join("a.sock"));
+    let mut b = spawn(
+        NET_GUEST_B,
+        "tap=fvtapb,mac=52:54:00:00:0b:0b",
+        &dir.join("b.sock"),
+    );
+
+    let (api_a, api_b) = (a.api(), b.api());
+    let vm_a = api_a.vm();
+    let nic_a = &vm_a["devices"][0];
+    assert_eq!(nic_a["kind"], "virtio-net", "{vm_a}");
+    let tap_a = nic_a["tap"]
+        .as_str()
+        .expect("GET /vm names the tap")
+        .to_string();
+    assert!(tap_a.starts_with("fvtap"), "{vm_a}");
+    let mac_a = nic_a["mac"].as_str().unwrap().to_string();
+    link::add_to_bridge("fvbr0", &tap_a).unwrap();
+    let vm_b = api_b.vm();
+    assert_eq!(vm_b["devices"][0]["tap"], "fvtapb", "{vm_b}");
+    assert_eq!(vm_b["devices"][0]["mac"], "52:54:00:00:0b:0b", "{vm_b}");
+
+    a.wait_for_output_n("NET-DONE", 1, GUEST_TIMEOUT);
+    b.wait_for_output_n("NET-DONE", 1, GUEST_TIMEOUT);
+    let net_wall = started.elapsed();
+    let (out_a, out_b) = (a.stdout(), b.stdout());
+    println!("--- guest a ---\n{out_a}\n--- guest b ---\n{out_b}");
+    assert!(
+        a.stderr().contains(&format!("net0: created tap {tap_a}")),
+        "{}",
+        a.describe()
+    );
+    assert_eq!(line_value(&out_a, "MAC"), mac_a, "{out_a}");
+    assert_eq!(line_value(&out_b, "MAC"), "52:54:00:00:0b:0b", "{out_b}");
+    assert_eq!(line_value(&out_a, "PING-HOST"), "0", "{out_a}");
+    assert_eq!(line_value(&out_a, "NC-HOST"), "0", "{out_a}");
+    let (peer, line) = line_rx.recv_timeout(GUEST_TIMEOUT).unwrap();
+    assert_eq!(
+        (peer.to_string().as_str(), line.as_str()),
+        ("10.0.0.2", "hello from guest a\n")
+    );
+    assert_eq!(line_value(&out_b, "PING-PEER"), "0", "{out_b}");
+    assert_eq!(line_value(&out_a, "PING-PEER"), "0", "{out_a}");
+    assert_eq!(line_value(&out_b, "NC-PEER"), "0", "{out_b}");
+    let sent = line_value(&out_b, "SENT");
+    assert!(sent.starts_with("1048576 "), "{out_b}");
+    assert_eq!(line_value(&out_a, "GOT"), sent, "{out_a}\n{out_b}");
+
+    let button = std::time::Instant::now();
+    assert_eq!(api_a.put("/vm/power-button").status, 204);
+    assert_eq!(api_b.put("/vm/power-button").status, 204);
+    for (name, vmm) in [("a", a), ("b", b)] {
+        let (status, output, stderr) = wait_exit(vmm);
+        assert_eq!(status, 0, "guest {name}:\n{output}\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let after = output.split("NET-DONE").nth(1).unwrap_or_default();
+        assert!(after.contains("FV-POWER-BUTTON"), "guest {name}:\n{output}");
+        assert!(
+            after.contains("reboot: Power down"),
+            "guest {name}:\n{output}"
+        );
+        assert!(!after.contains("FV-RUN-EXIT"), "guest {name}:\n{output}");
+    }
+    println!(
+        "network part {:.1} s, power button to both exits {:.1} s",
+        net_wall.as_secs_f64(),
+        button.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- virtio console, vsock and balloon ----
+
+/// The guest's vsock tool, compiled by [`services_initrd`].
+const VSOCK_TOOL: &str = include_str!("guest_tools/fv-vsock.rs");
+
+/// FNV-1a, for cache file names.
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in parts.iter().flat_map(|p| p.iter().chain(&[0xff])) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Where the guest initramfs with `/bin/fv-vsock` goes: named after the stock one and the
+/// tool's source, so the outer test (which builds it) and the inner one (which boots it,
+/// on a read-only root) agree.
+fn services_initrd_path(guest_initrd: &Path) -> PathBuf {
+    let name = guest_initrd
+        .file_name()
+        .unwrap_or_default()
+        .as_encoded_bytes();
+    let key = fnv(&[name, VSOCK_TOOL.as_bytes()]);
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("guest-services")
+        .join(format!("initrd-{key:016x}.cpio"))
+}
+
+/// One newc cpio archive holding `bin/<name>` (mode 0755). Appended to the guest
+/// initramfs, the kernel unpacks it over the first archive.
+fn cpio_with_bin(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut entry = |path: &str, mode: u32, data: &[u8]| {
+        // ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor,
+        // rdevminor, namesize, check
+        let fields = [1, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0];
+        out.extend_from_slice(b"070701");
+        for f in fields.iter().chain(&[path.len() as u32 + 1, 0]) {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(path.as_bytes());
+        out.push(0);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(4), 0);
+    };
+    entry(&format!("bin/{name}"), 0o100_755, data);
+    entry("TRAILER!!!", 0, b"");
+    out
+}
+
+/// Builds (once per tool source and guest initramfs) the guest initramfs plus `fv-vsock`,
+/// compiled with `rustc -C target-feature=+crt-static`: busybox has no vsock tool.
+fn services_initrd(guest_initrd: &Path) -> PathBuf {
+    let out = services_initrd_path(guest_initrd);
+    if out.is_file() {
+        return out;
+    }
+    let dir = out.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let src = dir.join(format!("fv-vsock-{}.rs", std::process::id()));
+    let bin = dir.join(format!("fv-vsock-{}", std::process::id()));
+    std::fs::write(&src, VSOCK_TOOL).unwrap();
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let status = std::process::Command::new(&rustc)
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "panic=abort",
+            "-C",
+            "strip=symbols",
+        ])
+        .args(["-C", "target-feature=+crt-static"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&bin)
+        .status()
+        .unwrap_or_else(|e| panic!("run {rustc}: {e}"));
+    assert!(
+        status.success(),
+        "rustc failed on tests/guest_tools/fv-vsock.rs"
+    );
+    let mut image = std::fs::read(guest_initrd).unwrap();
+    image.resize(image.len().next_multiple_of(4), 0);
+    image.extend(cpio_with_bin("fv-vsock", &std::fs::read(&bin).unwrap()));
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, image).unwrap();
+    std::fs::rename(&tmp, &out).unwrap();
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&bin);
+    out
+}
+
+#[test]
+fn console_vsock_and_balloon_in_linux() {
+    let artifacts = Artifacts::prepare().expect("build the guest artifacts");
+    services_initrd(&artifacts.guest_initrd);
+    in_emulated_host("console_vsock_and_balloon_in_linux");
+}
+
+/// The guest's side: the console (a line from the host on /dev/hvc0, one back), vsock
+/// (a connection from the host to guest port 1234, then one from the guest to host port
+/// 5000), then the balloon (memory touched and freed, then MemTotal watched while the host
+/// inflates and deflates), and a last line on the console lets it power off.
+const SERVICES_SCRIPT: &str = r#"for d in /sys/bus/virtio/drivers/*/virtio*; do
+    drv=${d%/*}; echo "VIRTIO-DRIVER ${drv##*/}"
+done
+exec 3<>/dev/hvc0
+echo CONSOLE-WAITING
+read -t 120 -r line <&3
+echo "CONSOLE-GOT $line"
+echo from-guest-hvc0 >&3
+timeout 120 fv-vsock listen 1234
+echo "VSOCK-LISTEN-EXIT $?"
+timeout 120 fv-vsock connect 2 5000 hello-from-guest
+echo "VSOCK-CONNECT-EXIT $?"
+read -r _ before _ </proc/meminfo
+dd if=/dev/zero of=/tmp/fill bs=1M count=96 2>/dev/null
+rm -f /tmp/fill
+echo "BALLOON-READY $before"
+# MemTotal is /proc/meminfo's first line: read without a fork, cheap on a slow host.
+i=0
+while read -r _ mem _ </proc/meminfo && [ "$mem" -gt $((before - 128 * 1024)) ] && [ $i -lt 3000 ]; do
+    usleep 100000; i=$((i + 1))
+done
+echo "BALLOON-INFLATED $mem"
+i=0
+while read -r _ mem _ </proc/meminfo && [ "$mem" -lt "$before" ] && [ $i -lt 3000 ]; do
+    usleep 100000; i=$((i + 1))
+done
+echo "BALLOON-DEFLATED $mem"
+# Stay up until the host has asked its last questions.
+read -t 300 -r _ <&3
+"#;
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Reads from `stream` until `want` has arrived (or 60 s passed); returns all read.
+fn read_until(stream: &mut std::os::unix::net::UnixStream, want: &str) -> String {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while !String::from_utf8_lossy(&got).contains(want) && std::time::Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Polls `GET /vm/balloon` until `done` holds for its body (or 180 s passed).
+fn balloon_until(
+    api: &common::Api,
+    vmm: &Vmm,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let r = api.get("/vm/balloon");
+        assert_eq!(r.status, 200, "{r:?}");
+        let b = r.json();
+        if done(&b) {
+            return b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {b}\n{}",
+            vmm.describe()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A Linux guest uses all three guest-service devices, seccomp on: the console (its
+/// `/dev/hvc0` and our socket, both ways), vsock (the host connects to a guest port
+/// through `CONNECT <port>`, the guest connects to a host port through `PATH_<port>`),
+/// and the balloon (`PUT /vm/balloon` to half the memory: the guest's MemTotal drops, the
+/// device reports `actual`, the statistics follow, fv-vmm's RSS drops since the pages were
+/// given back with `MADV_DONTNEED`; then back to 0). The sockets are gone after poweroff.
+#[test]
+#[ignore = "runs inside the emulated host, started by the test of the same name"]
+fn inside_console_vsock_and_balloon_in_linux() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+
+    let Some(kernel) = inside("FV_BZIMAGE") else {
+        return;
+    };
+    let initrd = services_initrd_path(&inside("FV_INITRD").unwrap());
+    assert!(initrd.is_file(), "{} was not built", initrd.display());
+    let started = std::time::Instant::now();
+    let dir = std::env::temp_dir().join(format!("fv-svc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (api_sock, hvc, vsock) = (dir.join("api"), dir.join("hvc"), dir.join("v.sock"));
+
+    // Guest connections to host port 5000 land here.
+    let host_port = UnixListener::bind(dir.join("v.sock_5000")).unwrap();
+    let host_side = std::thread::spawn(move || {
+        let (stream, _) = host_port.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        (&stream)
+            .write_all(format!("pong-from-host:{}\n", line.trim_end()).as_bytes())
+            .unwrap();
+        line.trim_end().to_string()
+    });
+
+    let mut vmm = Vmm::spawn([
+        "--kernel".into(),
+        path_str(&kernel),
+        "--initrd".into(),
+        path_str(&initrd),
+        "--cmdline".into(),
+        format!(
+            "{GUEST_CMDLINE} fv.action=run fv.run={}",
+            base64(SERVICES_SCRIPT.as_bytes())
+        ),
+        "--memory".into(),
+        "256".into(),
+        "--api-socket".into(),
+        path_str(&api_sock),
+        "--console".into(),
+        format!("socket={}", path_str(&hvc)),
+        "--vsock".into(),
+        format!("cid=3,socket={}", path_str(&vsock)),
+        "--balloon".into(),
+        "stats_interval=1".into(),
+    ]);
+    // On failure, show the guest's console and fv-vmm's stderr (and how fv-vmm ended).
+    let steps = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let api = vmm.api();
+        let kinds: Vec<String> = api.vm()["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| format!("{} {}", d["id"], d["kind"]).replace('"', ""))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "console virtio-console",
+                "vsock virtio-vsock",
+                "balloon virtio-balloon"
+            ]
+        );
+
+        // Console: connect before the guest writes (output with nobody connected is dropped).
+        let mut console = UnixStream::connect(&hvc).unwrap();
+        vmm.wait_for_output_n("CONSOLE-WAITING", 1, GUEST_TIMEOUT);
+        console.write_all(b"from-host-hvc0\n").unwrap();
+        let from_guest = read_until(&mut console, "from-guest-hvc0");
+        assert!(
+            from_guest.contains("from-guest-hvc0"),
+            "{from_guest:?}\n{}",
+            vmm.describe()
+        );
+        let console_done = started.elapsed();
+
+        // vsock, host to guest port 1234.
+        vmm.wait_for_output_n("VSOCK-LISTENING 1234", 1, GUEST_TIMEOUT);
+        let stream = UnixStream::connect(&vsock).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        (&stream).write_all(b"CONNECT 1234\n").unwrap();
+        let mut reader = BufReader::new(&stream);
+        let mut ok = String::new();
+        reader.read_line(&mut ok).unwrap();
+        assert!(ok.starts_with("OK "), "{ok:?}\n{}", vmm.describe());
+        (&stream).write_all(b"ping-from-host\n").unwrap();
+        let mut pong = String::new();
+        reader.read_line(&mut pong).unwrap();
+        assert_eq!(
+            pong,
+            "pong-from-guest:ping-from-host\n",
+            "{}",
+            vmm.describe()
+        );
+        drop(reader);
+        drop(stream);
+        // ... and guest to host port 5000.
+        vmm.wait_for_output_n("VSOCK-CONNECT-EXIT", 1, GUEST_TIMEOUT);
+        assert_eq!(host_side.join().unwrap(), "hello-from-guest");
+        let vsock_done = started.elapsed();
+
+        // Balloon.
+        vmm.wait_for_output_n("BALLOON-READY", 1, GUEST_TIMEOUT);
+        let pid = vmm.pid();
+        let rss_before = rss_kib(pid);
+        let with_stats = balloon_until(&api, &vmm, "the first statistics", |b| {
+            !b["stats"].is_null()
+        });
+        let total_before = with_stats["stats"]["total_memory"].as_u64().unwrap();
+        let put = |mib: u64| {
+            let body = format!(r#"{{"target_mib": {mib}}}"#);
+            let r = api.request("PUT", "/vm/balloon", Some(&body));
+            assert_eq!(r.status, 204, "{r:?}");
+        };
+        let inflate_start = std::time::Instant::now();
+        put(128);
+        let inflated = balloon_until(&api, &vmm, "actual 128 MiB", |b| b["actual_mib"] == 128);
+        let inflate_time = inflate_start.elapsed();
+        vmm.wait_for_output_n("BALLOON-INFLATED", 1, GUEST_TIMEOUT);
+        let rss_inflated = rss_kib(pid);
+        // The statistics come every second; the guest's total shrinks by the balloon.
+        let stats = balloon_until(&api, &vmm, "statistics after inflating", |b| {
+            b["stats"]["total_memory"]
+                .as_u64()
+                .is_some_and(|t| t + (120 << 20) <= total_before)
+        });
+        let s = &stats["stats"];
+        for key in ["free_memory", "available_memory", "age_ms"] {
+            assert!(s[key].is_u64(), "{key} missing: {stats}");
+        }
+        assert!(s["age_ms"].as_u64().unwrap() < 10_000, "{stats}");
+        put(0);
+        let deflated = balloon_until(&api, &vmm, "actual 0", |b| b["actual_pages"] == 0);
+        vmm.wait_for_output_n("BALLOON-DEFLATED", 1, GUEST_TIMEOUT);
+        let rss_deflated = rss_kib(pid);
+        // The guest may power off now.
+        console.write_all(b"done\n").unwrap();
+        (
+            console_done,
+            vsock_done,
+            inflate_time,
+            [rss_before, rss_inflated, rss_deflated],
+            stats,
+            inflated,
+            deflated,
+        )
+    }));
+    let (console_done, vsock_done, inflate_time, rss, stats, inflated, deflated) = match steps {
+        Ok(values) => values,
+        Err(panic) => {
+            std::thread::sleep(Duration::from_secs(1));
+            let ended = if vmm.running() {
+                "still running".to_string()
+            } else {
+                format!("exited with {}", vmm.wait_exit_within(GUEST_TIMEOUT))
+            };
+            eprintln!("fv-vmm {ended}\n{}", vmm.describe());
+            std::panic::resume_unwind(panic)
+        }
+    };
+    let [rss_before, rss_inflated, rss_deflated] = rss;
+    let (status, output, stderr) = wait_exit(vmm);
+    println!("--- guest output ---\n{output}");
+    println!(
+        "console done at {:.1} s, vsock at {:.1} s; inflating 128 MiB took {:.1} s; \
+         fv-vmm RSS: {rss_before} KiB before, {rss_inflated} KiB inflated, \
+         {rss_deflated} KiB deflated; stats {}; total {:.1} s",
+        console_done.as_secs_f64(),
+        vsock_done.as_secs_f64(),
+        inflate_time.as_secs_f64(),
+        stats["stats"],
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(status, 0, "{output}\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(line_value(&output, "FV-RUN-EXIT"), "0", "{output}");
+    let mut drivers: Vec<&str> = output
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("VIRTIO-DRIVER "))
+        .collect();
+    drivers.sort();
+    assert_eq!(
+        drivers,
+        [
+            "virtio_balloon",
+            "virtio_console",
+            "vmw_vsock_virtio_transport"
+        ],
+        "{output}"
+    );
+    assert_eq!(
+        line_value(&output, "CONSOLE-GOT"),
+        "from-host-hvc0",
+        "{output}"
+    );
+    assert_eq!(
+        line_value(&output, "VSOCK-GUEST-GOT"),
+        "ping-from-host",
+        "{output}"
+    );
+    assert_eq!(
+        line_value(&output, "VSOCK-GUEST-REPLY"),
+        "pong-from-host:hello-from-guest",
+        "{output}"
+    );
+    assert_eq!(line_value(&output, "VSOCK-LISTEN-EXIT"), "0", "{output}");
+    let kib = |key: &str| line_value(&output, key).parse::<u64>().unwrap();
+    let (before, inflated_kib, deflated_kib) = (
+        kib("BALLOON-READY"),
+        kib("BALLOON-INFLATED"),
+        kib("BALLOON-DEFLATED"),
+    );
+    // Without DEFLATE_ON_OOM, Linux takes ballooned pages out of MemTotal.
+    assert_eq!(before - inflated_kib, 128 * 1024, "{output}");
+    assert_eq!(deflated_kib, before, "{output}");
+    assert_eq!(inflated["target_pages"], 128 * 256, "{inflated}");
+    assert_eq!(deflated["target_mib"], 0, "{deflated}");
+    // The guest had touched and freed ~96 MiB before; the balloon took those pages too,
+    // and fv-vmm gave them back to the host.
+    assert!(
+        rss_inflated + 48 * 1024 <= rss_before,
+        "RSS {rss_before} KiB -> {rss_inflated} KiB: the balloon released too little"
+    );
+    assert!(
+        rss_deflated <= rss_inflated + 8 * 1024,
+        "RSS {rss_inflated} KiB -> {rss_deflated} KiB after deflating"
+    );
+    assert!(!hvc.exists() && !vsock.exists(), "sockets left behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}

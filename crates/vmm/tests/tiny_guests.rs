@@ -522,6 +522,147 @@ fn api_lists_the_pci_devices() {
     assert_no_panic(&vmm);
 }
 
+// ---- virtio-net on taps, the power button ----
+
+/// Runs `f` in a network namespace of its own, so the taps fv-vmm creates never appear on
+/// this host's interfaces (fv-vmm inherits the namespace of the thread that spawns it).
+fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    fv_hostnet::netns::run_in_new_netns(f).expect("a network namespace of our own")
+}
+
+#[test]
+fn pci_scan_finds_virtio_net_first() {
+    let dir = TempDir::new("pcinet");
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let disk_flag = format!(
+        "path={},bytes_per_sec=1000000,ops_per_sec=1000",
+        disk.display()
+    );
+    let found = in_netns(|| {
+        pci_scan(&[
+            "--disk",
+            &disk_flag,
+            "--net",
+            "tap=fvtap%d,rx_bytes_per_sec=1000000,tx_ops_per_sec=1000",
+            "--rng",
+        ])
+    });
+    assert_eq!(
+        found,
+        [
+            "pci: scan",
+            "pci 00:00.0 1b36:0008 class 060000",
+            "pci 00:01.0 1af4:1041 class 020000",
+            "virtio 00:01.0 num_queues 2",
+            "pci 00:02.0 1af4:1042 class 010000",
+            "virtio 00:02.0 num_queues 1",
+            "pci 00:03.0 1af4:1044 class ff0000",
+            "virtio 00:03.0 num_queues 1",
+            "pci: 4 devices"
+        ]
+    );
+}
+
+/// `GET /vm` names each NIC's tap (the kernel's choice for a created one) and MAC; created
+/// taps are up while the VM runs and gone once fv-vmm exits. The power button is accepted
+/// on a guest that ignores it (the `park` guest never enables interrupts).
+#[test]
+fn nics_on_created_taps_and_the_power_button() {
+    let dir = TempDir::new("apinet");
+    let sock = dir.join("api.sock");
+    in_netns(|| {
+        let mut vmm = Vmm::boot(
+            &guest("park"),
+            &[
+                "--api-socket",
+                sock.to_str().unwrap(),
+                "--net",
+                "tap=fvtap%d",
+                "--net",
+                "tap=fvx%d,mac=52:54:00:AB:CD:EF",
+            ],
+        );
+        vmm.wait_for_output("ready");
+        let api = vmm.api();
+        let vm = api.vm();
+        let devices = vm["devices"].as_array().unwrap().clone();
+        assert_eq!(devices.len(), 2, "{vm}");
+        assert_eq!(devices[0]["id"], "net0", "{vm}");
+        assert_eq!(devices[0]["kind"], "virtio-net", "{vm}");
+        assert_eq!(devices[0]["pci"], "0000:00:01.0", "{vm}");
+        assert_eq!(devices[0]["tap"], "fvtap0", "{vm}");
+        let mac = devices[0]["mac"].as_str().unwrap().to_string();
+        assert!(mac.starts_with("52:54:00:") && mac.len() == 17, "{vm}");
+        assert_eq!(devices[1]["id"], "net1", "{vm}");
+        assert_eq!(devices[1]["tap"], "fvx0", "{vm}");
+        assert_eq!(devices[1]["mac"], "52:54:00:ab:cd:ef", "{vm}");
+        assert!(fv_hostnet::link::is_up("fvtap0").unwrap());
+        let err = vmm.stderr();
+        assert!(err.contains("fv-vmm: net0: created tap fvtap0"), "{err}");
+        assert!(err.contains("fv-vmm: net1: created tap fvx0"), "{err}");
+
+        assert_eq!(api.put("/vm/power-button").status, 204);
+        assert_eq!(api.get("/vm/power-button").status, 405);
+        assert!(vmm.running(), "{}", vmm.describe());
+        assert_eq!(api.put("/vm/pause").status, 204);
+        assert_eq!(api.put("/vm/power-button").status, 204);
+        assert_eq!(api.put("/vm/stop").status, 204);
+        assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+        assert_no_panic(&vmm);
+        assert!(!fv_hostnet::link::exists("fvtap0").unwrap());
+        assert!(!fv_hostnet::link::exists("fvx0").unwrap());
+    });
+}
+
+#[test]
+fn nics_from_the_config_file() {
+    let dir = TempDir::new("netcfg");
+    let cfg = dir.join("vm.json");
+    let json = serde_json::json!({
+        "kernel": guest("pci_scan"),
+        "memory_mib": 64,
+        "nets": [{"tap": "fvj%d", "mac": "52:54:00:00:00:01", "tx_bytes_per_sec": 100000}],
+    });
+    std::fs::write(&cfg, json.to_string()).unwrap();
+    in_netns(|| {
+        let mut vmm = Vmm::spawn(["--config", cfg.to_str().unwrap()]);
+        assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+        assert!(
+            vmm.stdout().contains("pci 00:01.0 1af4:1041"),
+            "{}",
+            vmm.describe()
+        );
+        assert_no_panic(&vmm);
+    });
+}
+
+#[test]
+fn bad_nics_are_refused() {
+    in_netns(|| {
+        expect_error(
+            &["--kernel", &hello_path(), "--net", "tap=fvnosuch0"],
+            &[1],
+            "no such tap",
+        );
+        expect_error(
+            &["--kernel", &hello_path(), "--net", "tap=lo"],
+            &[1],
+            "not a tap",
+        );
+        for bad in [
+            "fvtap0",
+            "tap=fvtap0,mac=52:54:00:00:00",
+            "tap=fvtap0,mac=ff:ff:ff:ff:ff:ff",
+            "tap=fvtap0,rx_bytes_per_sec=0",
+            "tap=fvtap0,queues=2",
+            "tap=fv/tap%d",
+        ] {
+            expect_error(&["--kernel", &hello_path(), "--net", bad], &[1], "--net");
+        }
+    });
+}
+
 // ---- JSON config ----
 
 #[test]

@@ -2,7 +2,8 @@
 # fv-testhost: init of the test guest. Reports readiness on the console, then acts on
 # fv.action= (poweroff, reboot, panic, run, shell; default shell). `run` runs the shell
 # script given base64-encoded in fv.run= (the kernel command line splits on spaces), prints
-# `FV-RUN-EXIT <status>`, then powers off.
+# `FV-RUN-EXIT <status>`, then powers off. Whatever the action, the ACPI power button
+# (fv-vmm's `PUT /vm/power-button`) prints `FV-POWER-BUTTON` and powers off.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -19,6 +20,15 @@ echo "FV-GUEST-READY cpus=$cpus mem_kib=$mem"
 for m in @MODULES@; do
     insmod "/lib/modules/$m" 2>/dev/null
 done
+# busybox acpid runs /etc/acpi/PWRF/00000080 when the power button's input device (the
+# ACPI button driver's, through evdev) reports KEY_POWER.
+if [ -e /dev/input/event0 ]; then
+    mkdir -p /etc/acpi/PWRF
+    printf '#!/bin/sh\necho "FV-POWER-BUTTON shutting down"\nsync\npoweroff -f\n' \
+        >/etc/acpi/PWRF/00000080
+    chmod 755 /etc/acpi/PWRF/00000080
+    acpid -l /dev/console
+fi
 action=shell
 run=
 for x in $(cat /proc/cmdline); do

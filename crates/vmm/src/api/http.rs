@@ -201,6 +201,9 @@ pub enum RouteError {
     MethodNotAllowed { method: String, allow: &'static str },
     #[error("request body must be empty or {{}}")]
     UnexpectedBody,
+    /// A body the endpoint takes, but wrong.
+    #[error("{0}")]
+    BadBody(String),
 }
 
 impl RouteError {
@@ -208,7 +211,7 @@ impl RouteError {
         match self {
             RouteError::NotFound(_) => 404,
             RouteError::MethodNotAllowed { .. } => 405,
-            RouteError::UnexpectedBody => 400,
+            RouteError::UnexpectedBody | RouteError::BadBody(_) => 400,
         }
     }
 }
@@ -221,6 +224,7 @@ pub fn route(method: &str, path: &str) -> Result<VmmAction, RouteError> {
         "/vm/resume" => ("PUT", VmmAction::Resume),
         "/vm/stop" => ("PUT", VmmAction::Stop),
         "/vm/reset" => ("PUT", VmmAction::Reset),
+        "/vm/power-button" => ("PUT", VmmAction::PowerButton),
         // Echo at most a little of the path: it may be a kilobyte of junk.
         _ => return Err(RouteError::NotFound(path.chars().take(64).collect())),
     };
@@ -247,6 +251,10 @@ pub fn check_body(body: &[u8]) -> Result<(), RouteError> {
 
 /// Parses the action out of a complete request: route first (404/405), then the body (400).
 pub fn parse_action(request: &Request) -> Result<VmmAction, RouteError> {
+    // The one path with two methods and a body.
+    if request.path == super::balloon::PATH {
+        return super::balloon::parse(request);
+    }
     let action = route(&request.method, &request.path)?;
     check_body(&request.body)?;
     Ok(action)
@@ -335,6 +343,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         408 => "Request Timeout",
         413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
@@ -562,6 +571,8 @@ mod tests {
         assert_eq!(route("PUT", "/vm/resume"), Ok(VmmAction::Resume));
         assert_eq!(route("PUT", "/vm/stop"), Ok(VmmAction::Stop));
         assert_eq!(route("PUT", "/vm/reset"), Ok(VmmAction::Reset));
+        assert_eq!(route("PUT", "/vm/power-button"), Ok(VmmAction::PowerButton));
+        assert_eq!(route("GET", "/vm/power-button").unwrap_err().status(), 405);
         let e = route("PUT", "/vm").unwrap_err();
         assert_eq!(e.status(), 405);
         assert_eq!(Response::from_route_error(&e).allow, Some("GET"));

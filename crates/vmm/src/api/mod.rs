@@ -5,6 +5,7 @@
 //! reply into an HTTP response (`server`). The VMM decides whether an action fits the VM's
 //! state; this module only speaks HTTP. See `docs/vmm-api.md` for the wire contract.
 
+pub mod balloon;
 pub mod client;
 pub mod http;
 pub mod server;
@@ -13,6 +14,7 @@ use std::sync::mpsc::Sender;
 
 use serde::{Deserialize, Serialize};
 
+pub use balloon::{BalloonInfo, BalloonStatistics};
 pub use client::http_request;
 pub use server::start_api_server;
 
@@ -31,6 +33,12 @@ pub enum VmmAction {
     Stop,
     /// `PUT /vm/reset`: hard reset in place.
     Reset,
+    /// `PUT /vm/power-button`: press the ACPI power button; the guest shuts itself down.
+    PowerButton,
+    /// `GET /vm/balloon`: the balloon's target, size and the guest's last statistics.
+    GetBalloon,
+    /// `PUT /vm/balloon`: ask the guest to give `target_mib` MiB to the balloon.
+    SetBalloon { target_mib: u64 },
 }
 
 /// The VM's run state, serialised as `"Running"` / `"Paused"`.
@@ -56,18 +64,27 @@ pub struct VmInfo {
 /// One device as `GET /vm` lists it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
-    /// The VMM's name for it: `blk0`, `blk1`... in `--disk` order, `rng`.
+    /// The VMM's name for it: `net0`, `net1`... in `--net` order, `blk0`, `blk1`... in
+    /// `--disk` order, `rng`.
     pub id: String,
     /// `virtio-blk`, `virtio-rng`, ...
     pub kind: String,
     /// Its PCI address as the guest sees it (`/sys/bus/pci/devices/<pci>`).
     pub pci: String,
+    /// A NIC's tap: the name given, or the one the kernel picked for a created tap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<String>,
+    /// A NIC's MAC address, `52:54:00:12:34:56`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// What a successful action returns: `Info` becomes 200 + JSON, `Empty` becomes 204.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VmmData {
     Info(VmInfo),
+    /// `GET /vm/balloon`: 200 + JSON.
+    Balloon(BalloonInfo),
     Empty,
 }
 
@@ -80,6 +97,13 @@ pub enum ActionError {
     /// The action was valid but failed: HTTP 500.
     #[error("{0}")]
     Failed(String),
+    /// The request's values are wrong for this VM (e.g. a balloon larger than its memory):
+    /// HTTP 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The VM has no such device (e.g. no balloon): HTTP 409.
+    #[error("{0}")]
+    NoDevice(&'static str),
 }
 
 impl ActionError {
@@ -88,6 +112,8 @@ impl ActionError {
         match self {
             ActionError::BadState(_) => 400,
             ActionError::Failed(_) => 500,
+            ActionError::BadRequest(_) => 400,
+            ActionError::NoDevice(_) => 409,
         }
     }
 }

@@ -202,6 +202,10 @@ fn handle(
             Ok(body) => Response::json(200, body),
             Err(e) => Response::fault(500, &format!("cannot encode the reply: {e}")),
         },
+        Ok(Ok(VmmData::Balloon(info))) => match serde_json::to_string(&info) {
+            Ok(body) => Response::json(200, body),
+            Err(e) => Response::fault(500, &format!("cannot encode the reply: {e}")),
+        },
         Ok(Ok(VmmData::Empty)) => Response::no_content(),
         Ok(Err(e)) => Response::fault(e.status(), &e.to_string()),
         Err(RecvTimeoutError::Timeout) => Response::fault(503, "the VMM did not answer in time"),
@@ -277,8 +281,11 @@ mod tests {
                     paused = !paused;
                     Ok(VmmData::Empty)
                 }
-                VmmAction::Stop => Ok(VmmData::Empty),
+                VmmAction::Stop | VmmAction::PowerButton => Ok(VmmData::Empty),
                 VmmAction::Reset => Err(ActionError::Failed("reset failed: no reason".into())),
+                VmmAction::GetBalloon | VmmAction::SetBalloon { .. } => {
+                    Err(ActionError::NoDevice("the VM has no balloon"))
+                }
             };
             let _ = req.reply.send(reply);
         }
@@ -485,6 +492,39 @@ mod tests {
         thread::sleep(Duration::from_millis(50));
         let (status, _) = http_request(&server.socket.0, "GET", "/vm", None).unwrap();
         assert_eq!(status, 503);
+    }
+
+    #[test]
+    fn balloon_endpoint_errors() {
+        let server = start(FAST, fake_vmm);
+        let sock = server.socket.0.as_path();
+        // Parsed, then refused by the VMM: a VM without a balloon answers 409.
+        let (status, body) = http_request(sock, "GET", "/vm/balloon", None).unwrap();
+        assert_eq!(
+            (status, fault(&body).as_str()),
+            (409, "the VM has no balloon")
+        );
+        let put = Some(r#"{"target_mib": 64}"#);
+        assert_eq!(
+            http_request(sock, "PUT", "/vm/balloon", put).unwrap().0,
+            409
+        );
+        // Refused before the VMM sees them.
+        let (status, body) =
+            http_request(sock, "PUT", "/vm/balloon", Some(r#"{"target_mib": -1}"#)).unwrap();
+        assert_eq!(status, 400);
+        assert!(fault(&body).contains("target_mib"), "{body}");
+        let out = raw_exchange(
+            sock,
+            b"POST /vm/balloon HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
+        assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
+        assert!(out.contains("\r\nAllow: GET, PUT\r\n"), "{out}");
+        let out = raw_exchange(
+            sock,
+            b"GET /vm/balloon HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
+        assert!(out.starts_with("HTTP/1.1 409 Conflict\r\n"), "{out}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! packed in that order from `ACPI_START`.
 //!
 //! Power-off and reboot go through the FADT's sleep control and reset registers, served by
-//! `devices::acpi_pm`; there is no PM1 block, SCI or GPE.
+//! `devices::acpi_pm`; there is no PM1 block, SCI or GPE. Events for the guest (the power
+//! button) come through a Generic Event Device, served by `devices::acpi_ged`.
 
 use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile, FADT};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
@@ -15,6 +16,7 @@ use acpi_tables::{aml, Aml};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::arch::layout;
+use crate::devices::acpi_ged::GED_POWER_BUTTON;
 use crate::memory::GuestMemoryMmap;
 
 const OEM_ID: [u8; 6] = *b"FERROV";
@@ -124,6 +126,71 @@ fn pci_host_bridge(sink: &mut Vec<u8>) {
     res.to_aml_bytes(sink);
 }
 
+/// The power button `\_SB_.PWRB` (`PNP0C0C`, a control-method button: the FADT says there
+/// is no fixed one) and the Generic Event Device `\_SB_.GED_` (`ACPI0013`) that notifies it:
+///
+/// ```text
+/// Device (GED_) {
+///     Name (_HID, "ACPI0013")
+///     Name (_UID, 0)
+///     Name (_CRS, ResourceTemplate () {
+///         Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { ACPI_GED_IRQ } })
+///     OperationRegion (GDST, SystemIO, ACPI_GED_PORT, 1)
+///     Field (GDST, ByteAcc, NoLock, WriteAsZeros) { GDAT, 8 }
+///     Method (_EVT, 1, Serialized) {       // Arg0: the interrupt, there is one
+///         Local0 = GDAT                      // the events, cleared by this read
+///         If ((Local0 & GED_POWER_BUTTON) == GED_POWER_BUTTON) {
+///             Notify (\_SB_.PWRB, 0x80)     // "button pressed"
+///         }
+///     }
+/// }
+/// ```
+fn power_button_and_ged(sink: &mut Vec<u8>) {
+    let pwrb_hid = aml::EISAName::new("PNP0C0C");
+    let pwrb_fields = [
+        aml::Name::new("_HID".into(), &pwrb_hid),
+        aml::Name::new("_UID".into(), &aml::ZERO),
+    ];
+    aml::Device::new(
+        "PWRB".into(),
+        pwrb_fields.iter().map(|n| n as &dyn Aml).collect(),
+    )
+    .to_aml_bytes(sink);
+
+    let ged_hid: aml::AmlStr = "ACPI0013";
+    let irq = aml::Interrupt::new(true, true, false, false, layout::ACPI_GED_IRQ);
+    let crs = aml::ResourceTemplate::new(vec![&irq]);
+    // The port map fixes these; they fit.
+    let port = layout::ACPI_GED_PORT as usize;
+    let len = layout::ACPI_GED_PORT_LEN as usize;
+    let region = aml::OpRegion::new("GDST".into(), aml::OpRegionSpace::SystemIO, &port, &len);
+    let field = aml::Field::new(
+        "GDST".into(),
+        aml::FieldAccessType::Byte,
+        aml::FieldLockRule::NoLock,
+        aml::FieldUpdateRule::WriteAsZeroes,
+        vec![aml::FieldEntry::Named(*b"GDAT", 8)],
+    );
+    let gdat = aml::Path::new("GDAT");
+    let read = aml::Store::new(&aml::Local(0), &gdat);
+    let bit = usize::from(GED_POWER_BUTTON);
+    let mask = aml::And::new(&aml::Local(1), &aml::Local(0), &bit);
+    let pressed = aml::Equal::new(&aml::Local(1), &bit);
+    let pwrb = aml::Path::new("\\_SB_.PWRB");
+    let button_pressed = 0x80usize;
+    let notify = aml::Notify::new(&pwrb, &button_pressed);
+    let on_button = aml::If::new(&pressed, vec![&notify]);
+    let evt = aml::Method::new("_EVT".into(), 1, true, vec![&read, &mask, &on_button]);
+    let names = [
+        aml::Name::new("_HID".into(), &ged_hid),
+        aml::Name::new("_UID".into(), &aml::ZERO),
+        aml::Name::new("_CRS".into(), &crs),
+    ];
+    let mut children: Vec<&dyn Aml> = names.iter().map(|n| n as &dyn Aml).collect();
+    children.extend([&region as &dyn Aml, &field, &evt]);
+    aml::Device::new("GED_".into(), children).to_aml_bytes(sink);
+}
+
 /// MCFG: where ECAM for bus 0 of segment 0 is.
 fn mcfg() -> Vec<u8> {
     let mut mcfg = MCFG::new(OEM_ID, table_id(b"MCFG"), OEM_REVISION);
@@ -131,7 +198,8 @@ fn mcfg() -> Vec<u8> {
     bytes_of(&mcfg)
 }
 
-/// DSDT: `\_S5_` (soft off), COM1, the pvpanic device and the PCI host bridge.
+/// DSDT: `\_S5_` (soft off), COM1, the pvpanic device, the PCI host bridge, the power
+/// button and the Generic Event Device.
 fn dsdt() -> Vec<u8> {
     let s5 = layout::ACPI_S5_SLP_TYP;
     // SLP_TYPa, SLP_TYPb, reserved, reserved; hardware-reduced sleep uses only SLP_TYPa.
@@ -173,7 +241,10 @@ fn dsdt() -> Vec<u8> {
     let mut pci = Vec::new();
     pci_host_bridge(&mut pci);
     let pci = RawAml(pci);
-    let sb = aml::Scope::new("\\_SB_".into(), vec![&com1, &pvpanic, &pci]);
+    let mut events = Vec::new();
+    power_button_and_ged(&mut events);
+    let events = RawAml(events);
+    let sb = aml::Scope::new("\\_SB_".into(), vec![&com1, &pvpanic, &pci, &events]);
 
     let mut table = Sdt::new(
         *b"DSDT",
@@ -500,6 +571,34 @@ mod tests {
         assert!(has(&[0x47, 1, 0xf8, 0x03, 0xf8, 0x03, 1, 8]));
         assert!(has(&[0x47, 1, 0x05, 0x05, 0x05, 0x05, 1, 1]));
         assert!(has(b"QEMU0001\0"));
+    }
+
+    #[test]
+    fn dsdt_has_the_power_button_and_the_ged() {
+        let mem = create_guest_memory(64).unwrap();
+        let all = tables(&mem, create_acpi_tables(&mem, 1).unwrap());
+        let dsdt = find(&all, b"DSDT");
+        let has = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+        // EISAID("PNP0C0C") = 0x0c0cd041.
+        assert!(has(b"PWRB"));
+        assert!(has(&0x0c0c_d041u32.to_le_bytes()));
+        assert!(has(b"GED_"));
+        assert!(has(b"ACPI0013\0"));
+        // Extended IRQ descriptor: consumer, edge, active high, exclusive; one interrupt.
+        let mut irq = vec![0x89, 6, 0, 0b0011, 1];
+        irq.extend_from_slice(&layout::ACPI_GED_IRQ.to_le_bytes());
+        assert!(has(&irq));
+        // OperationRegion (GDST, SystemIO (1), 0x608 (WordPrefix), 1 (OnePrefix)).
+        let port = (layout::ACPI_GED_PORT as u16).to_le_bytes();
+        assert!(has(&[
+            0x5b, 0x80, b'G', b'D', b'S', b'T', 1, 0x0b, port[0], port[1], 0x01
+        ]));
+        assert!(has(b"GDAT"));
+        // Method (_EVT, 1, Serialized): flags 0b1001.
+        let evt = dsdt.windows(4).position(|w| w == b"_EVT").unwrap();
+        assert_eq!(dsdt[evt + 4], 0b1001);
+        // Notify (\_SB_.PWRB, 0x80): NotifyOp, root, dual-name prefix, the two names.
+        assert!(has(b"\x86\\\x2e_SB_PWRB\x0a\x80"));
     }
 
     #[test]

@@ -72,6 +72,12 @@ pub const ACPI_RESET_PORT: u64 = ACPI_PM_PORT + 4;
 pub const ACPI_RESET_VALUE: u8 = 0x0f;
 /// SLP_TYP value for S5 (soft off) that the DSDT's `_S5_` package announces.
 pub const ACPI_S5_SLP_TYP: u8 = 5;
+/// The ACPI Generic Event Device's event register (one byte, read to clear), right after
+/// the sleep and reset registers.
+pub const ACPI_GED_PORT: u64 = ACPI_PM_PORT + ACPI_PM_PORT_LEN;
+pub const ACPI_GED_PORT_LEN: u64 = 1;
+/// The GED's interrupt: ISA IRQ 5 (an IOAPIC pin no other device uses), edge, active high.
+pub const ACPI_GED_IRQ: u32 = 5;
 /// PCI configuration mechanism #1: address at 0xCF8, data at 0xCFC-0xCFF.
 pub const PCI_CONFIG_IO_PORT: u64 = 0xcf8;
 pub const PCI_CONFIG_IO_PORT_LEN: u64 = 8;

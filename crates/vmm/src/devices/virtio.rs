@@ -147,6 +147,8 @@ pub struct VirtioPciHandle {
     /// Device number on bus 0.
     pub slot: u8,
     pub thread: JoinHandle<()>,
+    /// A NIC's tap (the kernel's name for a created one) and MAC.
+    pub net: Option<(String, crate::config::MacAddr)>,
 }
 
 /// Plugs `device` into the PCI bus behind the virtio-pci transport and starts its event
@@ -200,6 +202,7 @@ pub fn attach_virtio_pci(
         kind,
         slot,
         thread,
+        net: None,
     })
 }
 

@@ -5,6 +5,7 @@
 pub mod cpuid;
 pub mod irq;
 pub mod memory;
+pub mod reclaim;
 pub mod regs;
 pub mod vcpu;
 pub mod vm;

@@ -265,6 +265,11 @@ impl Vmm {
         }
     }
 
+    /// The fv-vmm process's id (e.g. to read its `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Is the process still running?
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
