@@ -1,11 +1,16 @@
-//! fv-bench: measures fv-vmm next to QEMU in the same run and prints ratios, since these
-//! machines are too noisy for absolute figures to mean much.
+//! fv-bench: measures fv-vmm (or a piece of it) next to a peer (QEMU, or plain syscalls) in
+//! the same run and prints ratios, since these machines are too noisy for absolute figures
+//! to mean much.
 //!
-//!   fv-bench host    start-up CPU/wall time and memory overhead, on the host's own KVM
-//!   fv-bench boot    Linux boot time to init, in the emulated AMD-V host
-//!   fv-bench all     both
+//!   fv-bench host      start-up CPU/wall time and memory overhead, on the host's own KVM
+//!   fv-bench boot      Linux boot time to init, in the emulated AMD-V host
+//!   fv-bench blk       the virtio-blk request path against pread/pwrite, on the host
+//!   fv-bench guest-io  disk and network throughput inside a Linux guest, in the emulated host
+//!   fv-bench all       all of them
 
+mod blk;
 mod boot;
+mod guest_io;
 mod host;
 mod procfs;
 mod stats;
@@ -17,7 +22,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "fv-bench",
-    about = "Benchmarks fv-vmm against QEMU in the same run"
+    about = "Benchmarks fv-vmm against a peer (QEMU, or plain syscalls) in the same run"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,12 +45,51 @@ enum Cmd {
         #[arg(long, default_value_t = 256)]
         memory: u32,
     },
-    /// Both.
+    /// The virtio-blk request path (guest memory, device model, image file) against
+    /// pread/pwrite on the same file, on the host (no KVM).
+    Blk {
+        /// Rounds; each side runs once per round, in turn.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Wall time of each side in each round, ms.
+        #[arg(long, default_value_t = 500)]
+        round_ms: u64,
+        /// Size of the image, MiB.
+        #[arg(long, default_value_t = 256)]
+        disk_mib: u64,
+        /// Directory for the image (default: the temporary directory); not a tmpfs.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Leave out the qcow2 column.
+        #[arg(long)]
+        no_qcow2: bool,
+        /// Only the workloads whose name contains this ("random", "sequential write"...).
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Disk and TCP throughput inside a Linux guest, fv-vmm vs QEMU, in the emulated host.
+    GuestIo {
+        #[command(flatten)]
+        opts: GuestIoArgs,
+    },
+    /// All of them, with their default settings.
     All {
         #[arg(long, default_value_t = 20)]
         host_runs: usize,
         #[arg(long, default_value_t = 5)]
         boot_runs: usize,
+    },
+    /// (internal) The guest-io benchmark's inner half, run inside the emulated host.
+    #[command(hide = true)]
+    GuestIoInside {
+        #[command(flatten)]
+        opts: GuestIoArgs,
+        #[arg(long)]
+        fv_vmm: PathBuf,
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        initrd: PathBuf,
     },
     /// (internal) The boot benchmark's inner half, run inside the emulated host.
     #[command(hide = true)]
@@ -65,6 +109,43 @@ enum Cmd {
         #[arg(long)]
         initrd: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct GuestIoArgs {
+    /// Boots of the pair of VMs (both up at once, taking turns test by test).
+    #[arg(long, default_value_t = 2)]
+    boots: usize,
+    /// Rounds of every test per boot.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds of each disk test in the guest.
+    #[arg(long, default_value_t = 3.0)]
+    secs: f64,
+    /// Size of the disk image (on a tmpfs in the emulated host), MiB.
+    #[arg(long, default_value_t = 512)]
+    disk_mib: u64,
+    /// MiB the guest sends over TCP; 0 leaves the network out.
+    #[arg(long, default_value_t = 64)]
+    net_mib: u64,
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    #[arg(long, default_value_t = 256)]
+    memory: u32,
+}
+
+impl GuestIoArgs {
+    fn options(&self) -> guest_io::Options {
+        guest_io::Options {
+            boots: self.boots,
+            rounds: self.rounds,
+            secs: self.secs,
+            disk_mib: self.disk_mib,
+            net_mib: self.net_mib,
+            vcpus: self.vcpus,
+            memory_mib: self.memory,
+        }
+    }
 }
 
 /// The fv-vmm built alongside this binary (same profile).
@@ -103,13 +184,51 @@ fn main() {
             vcpus,
             memory,
         } => fv_vmm().and_then(|f| boot::run(&f, runs, vcpus, memory)),
+        Cmd::Blk {
+            rounds,
+            round_ms,
+            disk_mib,
+            dir,
+            no_qcow2,
+            only,
+        } => blk::run(&blk::Options {
+            rounds,
+            round_ms,
+            disk_mib,
+            dir,
+            qcow2: !no_qcow2,
+            only,
+        }),
         Cmd::All {
             host_runs,
             boot_runs,
-        } => host(host_runs).and_then(|_| {
-            println!();
-            boot::run(&fv_vmm()?, boot_runs, 1, 256)
-        }),
+        } => host(host_runs)
+            .and_then(|_| {
+                println!();
+                boot::run(&fv_vmm()?, boot_runs, 1, 256)
+            })
+            .and_then(|_| {
+                println!();
+                blk::run(&blk::Options::default())
+            })
+            .and_then(|_| {
+                println!();
+                guest_io::run(&fv_vmm()?, &guest_io::Options::default())
+            }),
+        Cmd::GuestIo { opts } => fv_vmm().and_then(|f| guest_io::run(&f, &opts.options())),
+        Cmd::GuestIoInside {
+            opts,
+            fv_vmm,
+            kernel,
+            initrd,
+        } => guest_io::inside(
+            &guest_io::Inside {
+                fv_vmm,
+                kernel,
+                initrd,
+            },
+            &opts.options(),
+        ),
         Cmd::BootInside {
             runs,
             vcpus,

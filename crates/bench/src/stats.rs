@@ -13,6 +13,16 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// A set of per-round ratios as "median (min-max)".
+pub fn ratio_range(ratios: &[f64]) -> String {
+    if ratios.is_empty() {
+        return "-".into();
+    }
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.2} ({min:.2}-{max:.2})", median(ratios.to_vec()))
+}
+
 pub struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
@@ -36,6 +46,11 @@ impl Table {
             }
         }));
         self.rows.push(row);
+    }
+
+    /// A row of cells already formatted.
+    pub fn text_row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
     }
 
     pub fn print(&self) {
@@ -74,5 +89,11 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn ratio_ranges() {
+        assert_eq!(ratio_range(&[0.9, 1.1, 1.0]), "1.00 (0.90-1.10)");
+        assert_eq!(ratio_range(&[]), "-");
     }
 }
