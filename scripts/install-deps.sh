@@ -14,6 +14,8 @@ packages=(
     curl
     # qemu-img and qemu-io: fv-disk's tests create and check qcow2 images with them.
     qemu-utils
+    # ip: fv-hostnet's tests and the emulated-host network tests set up bridges with it.
+    iproute2
 )
 
 missing=()
