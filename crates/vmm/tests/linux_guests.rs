@@ -1045,3 +1045,98 @@ fn inside_console_vsock_and_balloon_in_linux() {
     assert!(!hvc.exists() && !vsock.exists(), "sockets left behind");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ext4_on_a_qcow2_overlay_of_a_raw_base() {
+    in_emulated_host("ext4_on_a_qcow2_overlay_of_a_raw_base");
+}
+
+/// Runs `cmd`, failing the test with its stderr if it fails; returns its stdout.
+fn run_tool(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The guest mounts an ext4 filesystem from a qcow2 overlay whose backing file is a raw
+/// image, reads the base's marker, writes and syncs a file and powers off. On the host the
+/// file is in the overlay, `qemu-img check` passes, and the raw base is unchanged.
+#[test]
+#[ignore = "runs inside the emulated host, started by the test of the same name"]
+fn inside_ext4_on_a_qcow2_overlay_of_a_raw_base() {
+    let Some(kernel) = inside("FV_VMLINUX") else {
+        return;
+    };
+    let initrd = inside("FV_INITRD").unwrap();
+    let (dir, base, _scratch, marker) = pci_test_disks("qcow2");
+    let base_before = std::fs::read(&base).unwrap();
+    let overlay = dir.join("overlay.qcow2");
+    run_tool(
+        std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&base)
+            .arg(&overlay),
+    );
+
+    let written = format!("fv-guest-wrote-{}", std::process::id());
+    let script = format!(
+        "mkdir -p /mnt\nmount -t ext4 /dev/vda /mnt && echo \"MARKER $(cat /mnt/marker)\"\n\
+         echo {written} >/mnt/written && sync && umount /mnt && echo \"SYNCED $?\"\n"
+    );
+    let cmdline = format!(
+        "{GUEST_CMDLINE} fv.action=run fv.run={}",
+        base64(script.as_bytes())
+    );
+    let vmm = Vmm::spawn([
+        "--kernel".into(),
+        path_str(&kernel),
+        "--initrd".into(),
+        path_str(&initrd),
+        "--cmdline".into(),
+        cmdline,
+        "--memory".into(),
+        "256".into(),
+        "--disk".into(),
+        format!("path={},format=qcow2", path_str(&overlay)),
+    ]);
+    let (status, output, stderr) = wait_exit(vmm);
+    println!("--- guest output ---\n{output}");
+    assert_eq!(status, 0, "{output}\n{stderr}");
+    assert_eq!(line_value(&output, "FV-RUN-EXIT"), "0", "{output}");
+    assert_eq!(line_value(&output, "MARKER"), marker, "{output}");
+    assert_eq!(line_value(&output, "SYNCED"), "0", "{output}");
+
+    run_tool(
+        std::process::Command::new("qemu-img")
+            .arg("check")
+            .arg(&overlay),
+    );
+    assert!(
+        std::fs::read(&base).unwrap() == base_before,
+        "the raw base image changed"
+    );
+    let flat = dir.join("flat.raw");
+    run_tool(
+        std::process::Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&overlay)
+            .arg(&flat),
+    );
+    let file = run_tool(
+        std::process::Command::new("debugfs")
+            .args(["-R", "cat /written"])
+            .arg(&flat),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        file.trim(),
+        written,
+        "the file the guest wrote, read on the host"
+    );
+}
