@@ -79,3 +79,14 @@ pub trait VirtioDevice: MutEventSubscriber + Send {
         false
     }
 }
+
+/// Serves a read of `data.len()` bytes at `offset` from a device's configuration space
+/// `config`: the bytes that lie inside it, zeroes past its end (what `read_config` promises).
+pub fn read_config_window(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Some(start) = usize::try_from(offset).ok().filter(|&o| o < config.len()) else {
+        return;
+    };
+    let n = data.len().min(config.len() - start);
+    data[..n].copy_from_slice(&config[start..start + n]);
+}

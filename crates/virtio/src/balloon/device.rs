@@ -427,15 +427,10 @@ impl<R: MemoryReclaimer> VirtioDevice for Balloon<R> {
 
     /// `struct virtio_balloon_config`: num_pages, actual (le32 each).
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
         let mut config = [0u8; 8];
         config[0..4].copy_from_slice(&self.num_pages.to_le_bytes());
         config[4..8].copy_from_slice(&self.actual.to_le_bytes());
-        let Some(start) = usize::try_from(offset).ok().filter(|&o| o < config.len()) else {
-            return;
-        };
-        let n = data.len().min(config.len() - start);
-        data[..n].copy_from_slice(&config[start..start + n]);
+        crate::device::read_config_window(&config, offset, data);
     }
 
     /// Only `actual` (bytes 4..8) is the driver's to write.

@@ -397,13 +397,8 @@ impl<B: ConsoleBackend> VirtioDevice for Console<B> {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
         let config = self.config_space();
-        let Some(start) = usize::try_from(offset).ok().filter(|&o| o < config.len()) else {
-            return;
-        };
-        let n = data.len().min(config.len() - start);
-        data[..n].copy_from_slice(&config[start..start + n]);
+        crate::device::read_config_window(&config, offset, data);
     }
 
     /// `emerg_wr` is offered only with `VIRTIO_CONSOLE_F_EMERG_WRITE`, which we do not

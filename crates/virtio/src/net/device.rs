@@ -545,13 +545,8 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
         let config = self.config_space();
-        let Some(start) = usize::try_from(offset).ok().filter(|&o| o < config.len()) else {
-            return;
-        };
-        let n = data.len().min(config.len() - start);
-        data[..n].copy_from_slice(&config[start..start + n]);
+        crate::device::read_config_window(&config, offset, data);
     }
 
     /// Every field is read-only for a 1.x driver (the MAC is writable only through the

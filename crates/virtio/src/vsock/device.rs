@@ -336,13 +336,8 @@ impl VirtioDevice for Vsock {
 
     /// `struct virtio_vsock_config`: guest_cid (le64).
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
         let config = self.guest_cid.to_le_bytes();
-        let Some(start) = usize::try_from(offset).ok().filter(|&o| o < config.len()) else {
-            return;
-        };
-        let n = data.len().min(config.len() - start);
-        data[..n].copy_from_slice(&config[start..start + n]);
+        crate::device::read_config_window(&config, offset, data);
     }
 
     /// The configuration space is read-only.
