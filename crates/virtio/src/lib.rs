@@ -13,6 +13,7 @@ pub mod block;
 mod buffers;
 pub mod console;
 pub mod device;
+mod guest;
 pub mod lifecycle;
 pub mod net;
 pub mod queue;

@@ -12,7 +12,7 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::Queue;
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::GuestAddress;
 
 use super::io::{self, Done};
 use super::request::Request;
@@ -24,7 +24,7 @@ use crate::device::{ActivateError, Interrupt, QueueEvents, VirtioDevice};
 use crate::lifecycle::Lifecycle;
 use crate::queue::{self, Chain, Outcome};
 use crate::rate_limiter::Throttle;
-use crate::GuestMemoryMmap;
+use crate::{guest, GuestMemoryMmap};
 
 /// Length of the configuration space we expose (`struct virtio_blk_config` up to and
 /// including `write_zeroes_may_unmap` and its padding).
@@ -40,8 +40,6 @@ pub struct BlockDevice {
     config: [u8; CONFIG_SIZE],
     pub(super) lifecycle: Lifecycle,
     pub(super) throttle: Throttle,
-    /// Reused for every request's data (see `io.rs`).
-    buf: Vec<u8>,
 }
 
 impl BlockDevice {
@@ -80,7 +78,6 @@ impl BlockDevice {
             config: config_space(disk_sectors),
             lifecycle: Lifecycle::new().map_err(BlockError::Fd)?,
             throttle: Throttle::new(config.rate_limit).map_err(BlockError::Fd)?,
-            buf: Vec::new(),
         })
     }
 
@@ -111,7 +108,6 @@ impl BlockDevice {
             disk_sectors: self.disk_sectors,
             serial: &self.serial,
             throttle: &mut self.throttle,
-            buf: &mut self.buf,
         };
         let drained = queue::drain(queue, mem, |chain| ctx.handle(chain));
         let mut error = drained.error;
@@ -133,7 +129,6 @@ struct Ctx<'a> {
     disk_sectors: u64,
     serial: &'a [u8; ID_BYTES],
     throttle: &'a mut Throttle,
-    buf: &'a mut Vec<u8>,
 }
 
 impl Ctx<'_> {
@@ -143,7 +138,7 @@ impl Ctx<'_> {
                 if !self.throttle.try_take(1, req.data_len()) {
                     return Outcome::Later;
                 }
-                let done = io::execute(&req, self.mem, self.disk, self.buf, self.serial);
+                let done = io::execute(&req, self.mem, self.disk, self.serial);
                 finish(self.mem, req.status, done)
             }
             Err(e) => match e.status_addr() {
@@ -171,12 +166,13 @@ impl Ctx<'_> {
 
 /// Writes the status byte and returns the chain's used length.
 fn finish(mem: &GuestMemoryMmap, status: GuestAddress, done: Done) -> Outcome {
-    match mem.write_obj(done.status, status) {
-        Ok(()) => Outcome::Used(done.written.saturating_add(1)),
-        Err(e) => Outcome::Broken {
+    if guest::write(mem, status, &[done.status]) {
+        Outcome::Used(done.written.saturating_add(1))
+    } else {
+        Outcome::Broken {
             len: done.written,
-            why: format!("cannot write the status byte: {e}"),
-        },
+            why: format!("cannot write the status byte at {:#x}", status.0),
+        }
     }
 }
 

@@ -1,21 +1,16 @@
 //! Carrying out a parsed request: data between guest memory and the disk.
 //!
-//! [`fv_disk::DiskFile`] does positioned I/O on byte slices, so data goes through one
-//! buffer the device keeps: the guest's segments are gathered into it for one disk
-//! write (or scattered from it after one disk read) per chunk of up to [`IO_CHUNK`]
-//! bytes. A request of many small segments thus costs one disk call, and a huge one
-//! never needs more than `IO_CHUNK` bytes of host memory.
+//! Reads and writes go straight between the image and guest memory: the guest's segments
+//! become slices of guest memory, handed to the disk as one vectored request (one
+//! `preadv`/`pwritev` for a raw image). No host buffer, no copy.
 
-use fv_disk::DiskFile;
+use fv_disk::{DiskFile, MemSlice};
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
-use vm_memory::{Address, Bytes, GuestAddress};
+use vm_memory::{Address, GuestAddress};
 
 use super::request::{Request, RequestKind, Segment};
 use super::{ID_BYTES, SECTOR_SIZE};
-use crate::GuestMemoryMmap;
-
-/// The largest disk call, and so the largest buffer a device keeps.
-pub const IO_CHUNK: usize = 1 << 20;
+use crate::{guest, GuestMemoryMmap};
 
 /// What a request came to: its status and the bytes written into the guest's buffers
 /// (status byte not included).
@@ -74,20 +69,19 @@ fn total(segs: &[Segment]) -> u64 {
     segs.iter().map(|s| u64::from(s.len)).sum()
 }
 
-/// Carries out `req`. `buf` is the device's reusable buffer. Does not write the status.
+/// Carries out `req`. Does not write the status.
 pub fn execute(
     req: &Request,
     mem: &GuestMemoryMmap,
     disk: &dyn DiskFile,
-    buf: &mut Vec<u8>,
     serial: &[u8; ID_BYTES],
 ) -> Done {
     if req.modifies_disk() && disk.read_only() {
         return Done::ioerr(0);
     }
     match &req.kind {
-        RequestKind::Read { sector, data } => read(mem, disk, buf, *sector, data),
-        RequestKind::Write { sector, data } => write(mem, disk, buf, *sector, data),
+        RequestKind::Read { sector, data } => read(mem, disk, *sector, data),
+        RequestKind::Write { sector, data } => write(mem, disk, *sector, data),
         RequestKind::Flush => match disk.flush() {
             Ok(()) => Done::ok(0),
             Err(e) => {
@@ -115,84 +109,41 @@ pub fn execute(
     }
 }
 
-fn chunk_len(left: u64) -> usize {
-    usize::try_from(left).map_or(IO_CHUNK, |l| l.min(IO_CHUNK))
+/// The guest's segments as slices of guest memory, or `None` if one is not all guest
+/// memory. A segment across two adjacent regions becomes two slices.
+fn guest_slices<'m>(mem: &'m GuestMemoryMmap, data: &[Segment]) -> Option<Vec<MemSlice<'m>>> {
+    let mut slices = Vec::with_capacity(data.len());
+    data.iter()
+        .all(|seg| guest::slices(mem, seg.addr, seg.len as usize, &mut slices))
+        .then_some(slices)
 }
 
-fn read(
-    mem: &GuestMemoryMmap,
-    disk: &dyn DiskFile,
-    buf: &mut Vec<u8>,
-    sector: u64,
-    data: &[Segment],
-) -> Done {
-    let mut left = total(data);
-    // Parsing checked the range lies inside the disk.
-    let mut offset = sector * SECTOR_SIZE;
-    let mut cursor = Cursor::new(data);
-    let mut written = 0u32;
-    while left > 0 {
-        let n = chunk_len(left);
-        if buf.len() < n {
-            buf.resize(n, 0);
-        }
-        let chunk = &mut buf[..n];
-        if let Err(e) = disk.read_at(chunk, offset) {
+fn read(mem: &GuestMemoryMmap, disk: &dyn DiskFile, sector: u64, data: &[Segment]) -> Done {
+    let Some(slices) = guest_slices(mem, data) else {
+        return Done::ioerr(0);
+    };
+    // Parsing checked the range lies inside the disk, and virtio-queue keeps a chain's
+    // length under 2^32.
+    match disk.read_vectored_at(&slices, sector * SECTOR_SIZE) {
+        Ok(()) => Done::ok(u32::try_from(total(data)).unwrap_or(u32::MAX)),
+        Err(e) => {
             log::debug!("virtio-blk: {e}");
-            return Done::ioerr(written);
+            Done::ioerr(0)
         }
-        let mut done = 0;
-        while done < n {
-            let Some((addr, len)) = cursor.take(n - done) else {
-                return Done::ioerr(written);
-            };
-            if mem.write_slice(&chunk[done..done + len], addr).is_err() {
-                return Done::ioerr(written);
-            }
-            done += len;
-            // At most the chain's length, which virtio-queue keeps under 2^32.
-            written = written.saturating_add(len as u32);
-        }
-        offset += n as u64;
-        left -= n as u64;
     }
-    Done::ok(written)
 }
 
-fn write(
-    mem: &GuestMemoryMmap,
-    disk: &dyn DiskFile,
-    buf: &mut Vec<u8>,
-    sector: u64,
-    data: &[Segment],
-) -> Done {
-    let mut left = total(data);
-    let mut offset = sector * SECTOR_SIZE;
-    let mut cursor = Cursor::new(data);
-    while left > 0 {
-        let n = chunk_len(left);
-        if buf.len() < n {
-            buf.resize(n, 0);
-        }
-        let chunk = &mut buf[..n];
-        let mut done = 0;
-        while done < n {
-            let Some((addr, len)) = cursor.take(n - done) else {
-                return Done::ioerr(0);
-            };
-            if mem.read_slice(&mut chunk[done..done + len], addr).is_err() {
-                return Done::ioerr(0);
-            }
-            done += len;
-        }
-        if let Err(e) = disk.write_at(chunk, offset) {
+fn write(mem: &GuestMemoryMmap, disk: &dyn DiskFile, sector: u64, data: &[Segment]) -> Done {
+    let Some(slices) = guest_slices(mem, data) else {
+        return Done::ioerr(0);
+    };
+    match disk.write_vectored_at(&slices, sector * SECTOR_SIZE) {
+        Ok(()) => Done::ok(0),
+        Err(e) => {
             log::debug!("virtio-blk: {e}");
-            return Done::ioerr(0);
+            Done::ioerr(0)
         }
-        offset += n as u64;
-        left -= n as u64;
     }
-    Done::ok(0)
 }
 
 fn get_id(mem: &GuestMemoryMmap, serial: &[u8; ID_BYTES], data: &[Segment]) -> Done {
@@ -202,7 +153,7 @@ fn get_id(mem: &GuestMemoryMmap, serial: &[u8; ID_BYTES], data: &[Segment]) -> D
         let Some((addr, len)) = cursor.take(ID_BYTES - done) else {
             break;
         };
-        if mem.write_slice(&serial[done..done + len], addr).is_err() {
+        if !guest::write(mem, addr, &serial[done..done + len]) {
             return Done::ioerr(done as u32);
         }
         done += len;

@@ -22,6 +22,7 @@ use super::{
     DISCARD_SEGMENT_SIZE, HEADER_SIZE, MAX_DISCARD_SECTORS, MAX_DISCARD_SEG,
     MAX_WRITE_ZEROES_SECTORS, MAX_WRITE_ZEROES_SEG, SECTOR_SIZE, SEG_MAX,
 };
+use crate::{guest, GuestMemoryMmap};
 
 /// Most descriptors a request may have: header, `SEG_MAX` data, status.
 const MAX_DESCRIPTORS: usize = SEG_MAX as usize + 2;
@@ -166,15 +167,14 @@ impl Request {
     /// Parses and checks the chain against guest memory `mem` and a disk of
     /// `disk_sectors` sectors (at most 2^64 bytes' worth are addressable: a larger value
     /// is taken as that).
-    pub fn parse<M, G>(
+    pub fn parse<M>(
         chain: DescriptorChain<M>,
-        mem: &G,
+        mem: &GuestMemoryMmap,
         disk_sectors: u64,
     ) -> Result<Request, RequestError>
     where
         M: Deref,
         M::Target: GuestMemory,
-        G: GuestMemory + ?Sized,
     {
         // Every sector range we accept must be addressable in bytes.
         let disk_sectors = disk_sectors.min(u64::MAX / SECTOR_SIZE);
@@ -215,11 +215,10 @@ impl Request {
             _ => return Err(fail(RequestErrorKind::BadHeader)),
         };
         let mut raw = [0u8; HEADER_SIZE as usize];
-        mem.read_slice(&mut raw, header.addr()).map_err(|_| {
-            fail(RequestErrorKind::HeaderOutsideMemory(
-                header.addr().raw_value(),
-            ))
-        })?;
+        if !guest::read(mem, header.addr(), &mut raw) {
+            let at = header.addr().raw_value();
+            return Err(fail(RequestErrorKind::HeaderOutsideMemory(at)));
+        }
         let request_type = le_u32(&raw[0..4]);
         let sector = le_u64(&raw[8..16]);
 
