@@ -123,8 +123,25 @@ where
     I: IntoIterator<Item = Descriptor>,
 {
     segs.clear();
+    append_writable_segments(mem, chain, segs, usize::MAX)
+}
+
+/// Like [`writable_segments`], but appends to `segs` only the buffers that hold the
+/// chain's first `need` bytes (the rest is still checked), and leaves `segs` as it was on
+/// error. Returns the chain's whole capacity.
+pub fn append_writable_segments<M, I>(
+    mem: &M,
+    chain: I,
+    segs: &mut Vec<Segment>,
+    need: usize,
+) -> Result<u64, ChainError>
+where
+    M: GuestMemory + ?Sized,
+    I: IntoIterator<Item = Descriptor>,
+{
+    let start = segs.len();
     let mut capacity = 0u64;
-    walk(chain, |desc| {
+    let result = walk(chain, |desc| {
         if !desc.is_write_only() {
             return Err(ChainError::Readable);
         }
@@ -136,15 +153,20 @@ where
         if !mem.check_range(desc.addr(), n, Permissions::Write) {
             return Err(outside(desc));
         }
+        if capacity < need as u64 {
+            segs.push(Segment {
+                addr: desc.addr(),
+                len,
+            });
+        }
         // At most queue-size descriptors of < 4 GiB each: no overflow.
         capacity += u64::from(len);
-        segs.push(Segment {
-            addr: desc.addr(),
-            len,
-        });
         Ok(())
-    })?;
-    Ok(capacity)
+    });
+    if result.is_err() {
+        segs.truncate(start);
+    }
+    result.map(|()| capacity)
 }
 
 /// Writes `data` across `segs` in order, as far as they reach, starting `skip` bytes in.
@@ -181,31 +203,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{desc_chain as chain, F_NEXT as NEXT, F_WRITE as WRITE};
     use crate::GuestMemoryMmap;
-    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 
-    const NEXT: u16 = VRING_DESC_F_NEXT as u16;
-    const WRITE: u16 = VRING_DESC_F_WRITE as u16;
     const MEM_SIZE: u64 = 0x10_0000;
 
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap()
-    }
-
-    fn chain(descs: &[(u64, u32, u16)]) -> Vec<Descriptor> {
-        let n = descs.len();
-        descs
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, flags))| {
-                let flags = if i + 1 < n {
-                    flags | NEXT
-                } else {
-                    flags & !NEXT
-                };
-                Descriptor::new(addr, len, flags, 0)
-            })
-            .collect()
     }
 
     #[test]
@@ -345,5 +349,29 @@ mod tests {
             Ok(0)
         );
         assert!(segs.is_empty());
+    }
+
+    #[test]
+    fn appends_only_what_is_needed_and_nothing_on_error() {
+        let m = mem();
+        let mut segs = vec![Segment {
+            addr: GuestAddress(0),
+            len: 1,
+        }];
+        let descs = [
+            (0x1000, 100, WRITE),
+            (0x2000, 0, WRITE),
+            (0x3000, 100, WRITE),
+            (0x4000, 100, WRITE),
+        ];
+        let cap = append_writable_segments(&m, chain(&descs), &mut segs, 150).unwrap();
+        assert_eq!(cap, 300);
+        let addrs: Vec<u64> = segs[1..].iter().map(|s| s.addr.0).collect();
+        assert_eq!(addrs, [0x1000, 0x3000]);
+        // A readable descriptor past what is needed is still refused; segs is untouched.
+        let bad = chain(&[(0x1000, 100, WRITE), (0x2000, 10, 0)]);
+        let err = append_writable_segments(&m, bad, &mut segs, 50).unwrap_err();
+        assert_eq!(err, ChainError::Readable);
+        assert_eq!(segs.len(), 3);
     }
 }

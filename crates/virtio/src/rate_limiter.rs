@@ -126,6 +126,11 @@ impl RateLimiter {
         self.bytes.is_none() && self.ops.is_none()
     }
 
+    /// Whether bytes are limited, so that a caller need not count them when they are not.
+    pub fn limits_bytes(&self) -> bool {
+        self.bytes.is_some()
+    }
+
     /// Takes `ops` operations and `bytes` bytes, both or neither; on refusal, how long
     /// until both are available.
     pub fn try_take(&mut self, ops: u64, bytes: u64, now: Instant) -> Result<(), Duration> {
@@ -166,6 +171,11 @@ impl Throttle {
             timer: TimerFd::new()?,
             blocked: false,
         })
+    }
+
+    /// Whether bytes are limited (see [`RateLimiter::limits_bytes`]).
+    pub fn limits_bytes(&self) -> bool {
+        self.limiter.limits_bytes()
     }
 
     /// True while waiting for the timer: take nothing from the queue until then.

@@ -38,6 +38,24 @@ pub const F_WRITE: u16 = VRING_DESC_F_WRITE as u16;
 /// Descriptor flag: the buffer is a table of descriptors.
 pub const F_INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
 
+/// A well-formed chain of `(addr, len, flags)` descriptors, as a device's chain walker
+/// sees it: `F_NEXT` on all but the last.
+pub fn desc_chain(descs: &[(u64, u32, u16)]) -> Vec<virtio_queue::desc::split::Descriptor> {
+    let n = descs.len();
+    descs
+        .iter()
+        .enumerate()
+        .map(|(i, &(addr, len, flags))| {
+            let flags = if i + 1 < n {
+                flags | F_NEXT
+            } else {
+                flags & !F_NEXT
+            };
+            virtio_queue::desc::split::Descriptor::new(addr, len, flags, 0)
+        })
+        .collect()
+}
+
 /// One descriptor of a chain given to [`Driver::add_chain`]; `F_NEXT` and `next` are
 /// filled in by the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,6 +21,7 @@ use super::backend::{NetBackend, Offloads};
 use super::chain::{self, Segment};
 use super::header;
 use super::{ETH_HLEN, MAX_FRAME_LEN, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, VNET_HDR_LEN};
+use crate::buffers;
 use crate::device::{ActivateError, Interrupt, QueueEvents, VirtioDevice};
 use crate::lifecycle::Lifecycle;
 use crate::queue::{self, Chain, Outcome, QueueError};
@@ -149,7 +150,7 @@ pub struct Net<B: NetBackend> {
     /// Whether the backend's fd is in the epoll set.
     pub(super) backend_registered: bool,
     rx: RxState,
-    tx_frame: Box<[u8]>,
+    tx_frame: Vec<u8>,
     /// The backend failed in a way that is not "no frame now": receiving stops until reset.
     backend_failed: bool,
     pub(super) metrics: NetMetrics,
@@ -204,7 +205,7 @@ impl<B: NetBackend> Net<B> {
                 segs: Vec::new(),
                 chains: Vec::new(),
             },
-            tx_frame: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
+            tx_frame: Vec::with_capacity(MAX_FRAME_LEN),
             backend_failed: false,
             metrics: NetMetrics::default(),
         })
@@ -388,7 +389,7 @@ struct Tx<'a, B> {
     mem: &'a GuestMemoryMmap,
     features: u64,
     backend: &'a mut B,
-    frame: &'a mut [u8],
+    frame: &'a mut Vec<u8>,
     throttle: &'a mut Throttle,
     metrics: &'a mut NetMetrics,
 }
@@ -397,13 +398,18 @@ impl<B: NetBackend> Tx<'_, B> {
     /// Gathers, checks and writes one frame. A bad chain or header drops the frame and
     /// returns the chain (the driver only reclaims transmit buffers, it reads nothing).
     fn send(&mut self, chain: Chain<'_>) -> Outcome {
-        // The chain's length before copying it, for the rate limiter; a malformed chain
-        // still costs an operation, so a guest cannot flood past its limit with them.
-        let bytes: u64 = chain.clone().map(|d| u64::from(d.len())).sum();
+        // The chain's length before copying it, for the rate limiter (walked only when bytes
+        // are limited); a malformed chain still costs an operation, so a guest cannot flood
+        // past its limit with them.
+        let bytes: u64 = if self.throttle.limits_bytes() {
+            chain.clone().map(|d| u64::from(d.len())).sum()
+        } else {
+            0
+        };
         if !self.throttle.try_take(1, bytes) {
             return Outcome::Later;
         }
-        let len = match chain::read_tx_frame(self.mem, chain, self.frame) {
+        let len = match chain::read_tx_frame(self.mem, chain, MAX_FRAME_LEN, self.frame) {
             Ok(len) => len,
             Err(e) => {
                 log::debug!("virtio-net: dropped a transmit chain: {e}");
@@ -518,9 +524,9 @@ fn deliver(
     let mut offset = 0usize;
     for c in &rx.chains {
         let data = &rx.frame[offset..offset + c.len];
-        // The ranges were checked; a failure means memory changed under us, and the guest
-        // gets an empty buffer.
-        let written = chain::write_rx(mem, &rx.segs[c.segs.clone()], data).unwrap_or(0);
+        // The ranges were checked; a failure (memory changed under us) stops the copy, and
+        // the guest gets what was written.
+        let written = buffers::write_segments(mem, &rx.segs[c.segs.clone()], 0, data);
         // A frame is at most MAX_FRAME_LEN bytes.
         let written = u32::try_from(written).unwrap_or(0);
         if let Err(e) = queue.add_used(mem, c.head, written) {
