@@ -51,6 +51,8 @@ pub enum ConfigError {
     },
     #[error("{count} PCI devices asked for; at most {max} fit on the PCI bus")]
     TooManyDevices { count: usize, max: usize },
+    #[error("--paused needs --api-socket: nothing else could resume the VM")]
+    PausedWithoutApi,
 }
 
 /// PCI slots for devices: bus 0 has 32, the host bridge takes one.
@@ -517,6 +519,10 @@ pub struct ConfigFile {
     /// A virtio-balloon device: `{"stats_interval": SECS, "deflate_on_oom": BOOL}` (both
     /// optional: `{}`).
     pub balloon: Option<BalloonConfig>,
+    /// Build the VM but keep its vCPUs paused until `PUT /vm/resume`.
+    pub paused: Option<bool>,
+    /// Where to write why the VM ended, as JSON, before exiting.
+    pub exit_file: Option<PathBuf>,
 }
 
 /// fv-vmm: run one virtual machine on KVM.
@@ -576,6 +582,13 @@ pub struct Cli {
     /// [stats_interval=SECS][,deflate_on_oom=on].
     #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "")]
     pub balloon: Option<String>,
+    /// Build the VM but run no guest code until `PUT /vm/resume` (needs --api-socket).
+    #[arg(long)]
+    pub paused: bool,
+    /// Before exiting, write why the VM ended to PATH as JSON ({"status", "reason",
+    /// "detail"}), for a supervisor that is not fv-vmm's parent and cannot wait for it.
+    #[arg(long, value_name = "PATH")]
+    pub exit_file: Option<PathBuf>,
 }
 
 /// Validated settings for one VM.
@@ -595,6 +608,9 @@ pub struct VmConfig {
     pub console: Option<ConsoleConfig>,
     pub vsock: Option<VsockConfig>,
     pub balloon: Option<BalloonConfig>,
+    /// The vCPUs start paused (`--paused`).
+    pub paused: bool,
+    pub exit_file: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -663,6 +679,8 @@ impl Cli {
                 Some(s) => Some(s.parse()?),
                 None => file.balloon,
             },
+            paused: if self.paused { Some(true) } else { file.paused },
+            exit_file: self.exit_file.or(file.exit_file),
         };
         merged.validate()
     }
@@ -730,6 +748,10 @@ impl ConfigFile {
                 max: MAX_PCI_DEVICES,
             });
         }
+        let paused = self.paused.unwrap_or(false);
+        if paused && self.api_socket.is_none() {
+            return Err(ConfigError::PausedWithoutApi);
+        }
         Ok(VmConfig {
             kernel: self.kernel.ok_or(ConfigError::NoKernel)?,
             initrd: self.initrd,
@@ -746,6 +768,8 @@ impl ConfigFile {
             console: self.console,
             vsock: self.vsock,
             balloon: self.balloon,
+            paused,
+            exit_file: self.exit_file,
         })
     }
 }
@@ -758,6 +782,35 @@ mod tests {
         let mut argv = vec!["fv-vmm"];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).unwrap().into_config()
+    }
+
+    #[test]
+    fn paused_and_exit_file_from_flags_and_json() {
+        let c = cli(&["--kernel", "/k"]).unwrap();
+        assert!(!c.paused);
+        assert_eq!(c.exit_file, None);
+        let c = cli(&[
+            "--kernel",
+            "/k",
+            "--paused",
+            "--api-socket",
+            "/a",
+            "--exit-file",
+            "/e",
+        ]);
+        let c = c.unwrap();
+        assert!(c.paused);
+        assert_eq!(c.exit_file, Some(PathBuf::from("/e")));
+        assert!(matches!(
+            cli(&["--kernel", "/k", "--paused"]),
+            Err(ConfigError::PausedWithoutApi)
+        ));
+        let file: ConfigFile =
+            serde_json::from_str(r#"{"kernel": "/k", "paused": true, "exit_file": "/e"}"#).unwrap();
+        assert!(matches!(
+            file.validate(),
+            Err(ConfigError::PausedWithoutApi)
+        ));
     }
 
     #[test]

@@ -34,6 +34,32 @@ impl VmExit {
     }
 }
 
+impl VmExit {
+    /// The reason's name in the exit file.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VmExit::PowerOff => "poweroff",
+            VmExit::Reboot => "reboot",
+            VmExit::Crash(_) => "crash",
+            VmExit::VmmError(_) => "vmm_error",
+        }
+    }
+
+    /// The exit file's content: `{"status": N, "reason": "...", "detail": "..."}`.
+    pub fn to_json(&self) -> String {
+        let detail = match self {
+            VmExit::Crash(why) | VmExit::VmmError(why) => why.as_str(),
+            VmExit::PowerOff | VmExit::Reboot => "",
+        };
+        serde_json::json!({
+            "status": self.status(),
+            "reason": self.reason(),
+            "detail": detail,
+        })
+        .to_string()
+    }
+}
+
 /// Shared by every thread that can end the VM; the main loop polls `eventfd`.
 pub struct ExitEvent {
     reason: Mutex<Option<VmExit>>,

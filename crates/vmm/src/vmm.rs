@@ -102,7 +102,8 @@ impl Vmm {
         } = self;
         let seccomp_on = config.seccomp;
         let counters = Arc::new(ExitCounters::default());
-        let control = Arc::new(VcpuControl::new());
+        let start_paused = config.paused;
+        let control = Arc::new(VcpuControl::starting(start_paused));
 
         let (api_tx, api_rx) = channel();
         let api_wake =
@@ -160,7 +161,7 @@ impl Vmm {
             api_rx,
             api_wake,
             started: Instant::now(),
-            paused: false,
+            paused: start_paused,
         }));
         manager.add_subscriber(controller.clone());
 

@@ -422,6 +422,84 @@ fn stop_while_paused_exits_0() {
     assert_no_panic(&vmm);
 }
 
+/// The exit file's JSON.
+fn exit_file(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("the exit file");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("exit file {text:?}: {e}"))
+}
+
+#[test]
+fn started_paused_runs_nothing_until_resumed_and_reports_its_exit() {
+    let dir = TempDir::new("paused");
+    let sock = dir.join("api.sock");
+    let exit = dir.join("exit.json");
+    let mut vmm = Vmm::boot(
+        &guest("hello"),
+        &[
+            "--paused",
+            "--api-socket",
+            sock.to_str().unwrap(),
+            "--exit-file",
+            exit.to_str().unwrap(),
+        ],
+    );
+    let api = vmm.api();
+    assert_eq!(api.vm()["state"], "Paused");
+    // Unpaused, this guest prints and powers off within milliseconds.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(vmm.running(), "{}", vmm.describe());
+    assert_eq!(vmm.stdout(), "", "a paused VM ran guest code");
+    assert_eq!(
+        std::fs::read_to_string(&exit).unwrap(),
+        "",
+        "the exit file is empty while the VM runs"
+    );
+    assert_eq!(api.put("/vm/pause").status, 400, "already paused");
+    assert_eq!(api.put("/vm/resume").status, 204);
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    assert!(vmm.stdout().contains("hello from ferrovisor\n"));
+    let e = exit_file(&exit);
+    assert_eq!(
+        (e["status"].as_i64(), e["reason"].as_str()),
+        (Some(0), Some("poweroff")),
+        "{e}"
+    );
+    assert_no_panic(&vmm);
+}
+
+#[test]
+fn the_exit_file_names_crashes_and_bad_configs() {
+    let dir = TempDir::new("exitfile");
+    let exit = dir.join("exit.json");
+    let path = exit.to_str().unwrap();
+    boot_and_expect(
+        "triple_fault",
+        &["--exit-file", path],
+        11,
+        "triple faulting\n",
+    );
+    let e = exit_file(&exit);
+    assert_eq!(e["status"], 11, "{e}");
+    assert_eq!(e["reason"], "crash", "{e}");
+    assert!(
+        e["detail"].as_str().unwrap().contains("triple fault"),
+        "{e}"
+    );
+
+    // Paused with no API to resume it: refused before anything runs.
+    let mut vmm = Vmm::boot(&guest("hello"), &["--paused", "--exit-file", path]);
+    assert_eq!(vmm.wait_exit(), 1, "{}", vmm.describe());
+    let e = exit_file(&exit);
+    assert_eq!(e["reason"], "vmm_error", "{e}");
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--paused needs --api-socket"),
+        "{e}"
+    );
+}
+
 // ---- PCI ----
 
 /// The `pci_scan` guest's report: (lines starting with "pci " or "virtio ", the summary).

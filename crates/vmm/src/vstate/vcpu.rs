@@ -102,9 +102,14 @@ pub struct VcpuControl {
 
 impl VcpuControl {
     pub fn new() -> Self {
+        Self::starting(false)
+    }
+
+    /// With `paused`, vCPU threads park before running any guest code, until `resume_all`.
+    pub fn starting(paused: bool) -> Self {
         VcpuControl {
             state: Mutex::new(ControlState {
-                request: Request::Run,
+                request: if paused { Request::Pause } else { Request::Run },
                 generation: 0,
                 parked: 0,
             }),
