@@ -97,7 +97,7 @@ fn fv_vmm_sample(fv_vmm: &Path, guest: &Path, dir: &Path) -> Result<Sample, Stri
     // Ready means the API answers, not merely that the socket file exists.
     let ready = || {
         matches!(
-            fv_vmm::api::http_request(&socket, "GET", "/vm", None),
+            fv_vmmctl::http_request(&socket, "GET", "/vm", None),
             Ok((200, _))
         )
     };

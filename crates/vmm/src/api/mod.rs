@@ -6,7 +6,6 @@
 //! state; this module only speaks HTTP. See `docs/vmm-api.md` for the wire contract.
 
 pub mod balloon;
-pub mod client;
 pub mod http;
 pub mod server;
 
@@ -15,7 +14,6 @@ use std::sync::mpsc::Sender;
 use serde::{Deserialize, Serialize};
 
 pub use balloon::{BalloonInfo, BalloonStatistics};
-pub use client::http_request;
 pub use server::start_api_server;
 
 use crate::metrics::ExitCountersSnapshot;

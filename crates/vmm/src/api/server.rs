@@ -225,9 +225,9 @@ mod tests {
     use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
     use super::*;
-    use crate::api::client::http_request;
     use crate::api::{ActionError, VmInfo, VmState, VmmAction};
     use crate::metrics::ExitCountersSnapshot;
+    use fv_vmmctl::http_request;
 
     /// A socket path unique to this test; removed on drop.
     struct TempSocket(PathBuf);

@@ -1,4 +1,4 @@
-//! A tiny blocking client for the VMM API, for tests and for fvd.
+//! A tiny blocking client for the fv-vmm API (HTTP/1.1 over its Unix socket).
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
