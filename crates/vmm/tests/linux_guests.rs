@@ -49,6 +49,8 @@ fn in_emulated_host(name: &str) {
         "--test-threads=1",
     ];
     let out = fv_testhost::run_with(&artifacts, &opts, &argv).expect("run the emulated host");
+    // What the inner test printed (its measurements), shown with `--nocapture`.
+    println!("--- {test} in the emulated host ---\n{}", out.output);
     assert!(
         out.status == 0 && out.output.contains("1 passed"),
         "{test} failed in the emulated host (status {}):\n{}",
@@ -242,12 +244,97 @@ fn pci_test_disks(tag: &str) -> (PathBuf, PathBuf, PathBuf, String) {
     (dir, ext4, scratch, marker)
 }
 
+/// A raw ext4 image (in a fresh directory, as [`pci_test_disks`]) that boots as a root
+/// filesystem: busybox and an /sbin/init that reports its PID and root mount (the last
+/// mount on `/`, the one on top, since the initramfs's stays beneath it), prints the
+/// marker, writes `written` to /written, syncs and powers off. Returns (dir, image, marker).
+fn bootable_root_disk(written: &str) -> (PathBuf, PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("fv-root-{}", std::process::id()));
+    let content = dir.join("content");
+    for sub in ["bin", "sbin", "proc"] {
+        std::fs::create_dir_all(content.join(sub)).unwrap();
+    }
+    let marker = format!("fv-marker-{}", std::process::id());
+    std::fs::write(content.join("marker"), &marker).unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox (package busybox-static)");
+    std::fs::copy(busybox, content.join("bin/busybox")).unwrap();
+    let init = format!(
+        "#!/bin/busybox sh\n\
+         b=/bin/busybox\n\
+         $b mount -t proc proc /proc\n\
+         echo \"DISK-INIT-PID $$\"\n\
+         echo \"ROOT-FS $($b awk '$2 == \"/\" {{ split($4, o, \",\"); top = $1 \" \" $3 \" \" o[1] }} END {{ print top }}' /proc/mounts)\"\n\
+         echo \"MARKER $($b cat /marker)\"\n\
+         echo {written} >/written && $b sync\n\
+         echo \"SYNCED $?\"\n\
+         $b poweroff -f\n"
+    );
+    let init_path = content.join("sbin/init");
+    std::fs::write(&init_path, init).unwrap();
+    std::fs::set_permissions(
+        &init_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let image = dir.join("root.ext4");
+    fv_testhost::mkext4(&content, &image, 8).expect("mkext4");
+    (dir, image, marker)
+}
+
 /// The value after `key ` on the first output line starting with it.
 fn line_value<'a>(output: &'a str, key: &str) -> &'a str {
     output
         .lines()
         .find_map(|l| l.trim_end().strip_prefix(key)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("no {key:?} line in the guest output:\n{output}"))
+}
+
+/// `n` random bytes from the host's /dev/urandom.
+fn random_bytes(n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut data = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut data))
+        .expect("read /dev/urandom");
+    data
+}
+
+/// The md5 of `path`, in hex, by the host's `md5sum`.
+fn md5_of(path: &Path) -> String {
+    let out = run_tool(std::process::Command::new("md5sum").arg(path));
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A timed guest step's line, `KEY <uptime before> <uptime after> [rest]` (the guest's
+/// /proc/uptime, in hundredths of a second): the seconds it took by the guest's clock, and
+/// the rest of the line.
+fn timed_line<'a>(output: &'a str, key: &str) -> (f64, &'a str) {
+    let mut words = line_value(output, key).splitn(3, ' ');
+    let mut uptime = || -> f64 {
+        words
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no uptimes on the {key} line:\n{output}"))
+    };
+    let (before, after) = (uptime(), uptime());
+    (after - before, words.next().unwrap_or_default())
+}
+
+/// The least time, by the guest's clock, in which a token bucket refilling at `rate`
+/// tokens a second lets `total` tokens through, if it held at most `burst` when the clock
+/// was first read and no single request was larger than `burst` (so that none left it in
+/// debt): `(total - burst) / rate`, less 1% (the guest's kvm-clock and fv-vmm's clock
+/// count the same TSC, but each with its own arithmetic) and less two of /proc/uptime's
+/// hundredths of a second (each reading may be up to one late). A lower bound only: a slow
+/// machine takes longer, never shorter, so this fails only if the limiter let too much by.
+fn token_bucket_min_secs(total: u64, rate: u64, burst: u64) -> f64 {
+    total.saturating_sub(burst) as f64 / rate as f64 * 0.99 - 0.02
 }
 
 #[test]
@@ -259,6 +346,12 @@ fn virtio_pci_disks_and_rng_in_linux() {
 /// MSI-X, mounts an ext4 disk read-only and reads a marker file from it, moves the second
 /// disk's BAR (told to by `pci=resource_alignment`) and writes to that raw disk (which the
 /// host then sees), and reads entropy from /dev/hwrng. Seccomp is on.
+///
+/// Two more disks have rate limits, `bytes_per_sec` on one and `ops_per_sec` on the other:
+/// the guest reads each whole with O_DIRECT (the page cache would hide the device), timing
+/// it by its own clock, and the read takes at least what the token bucket allows (see
+/// [`token_bucket_min_secs`]; the bucket starts full, one second's worth) and returns the
+/// image's bytes. The unlimited ext4 disk is read the same way, for comparison.
 #[test]
 #[ignore = "runs inside the emulated host, started by the test of the same name"]
 fn inside_virtio_pci_disks_and_rng_in_linux() {
@@ -267,6 +360,17 @@ fn inside_virtio_pci_disks_and_rng_in_linux() {
     };
     let initrd = inside("FV_INITRD").unwrap();
     let (dir, ext4, scratch, marker) = pci_test_disks("pci");
+    // 8 MiB at 2 MiB/s in 64 KiB reads: 3 s after the first second's worth. 800 reads of
+    // 4 KiB at 200 op/s: 3 s after the first 200.
+    const BYTES_PER_SEC: u64 = 2 << 20;
+    const BYTES_TOTAL: usize = 8 << 20;
+    const OPS_PER_SEC: u64 = 200;
+    const OPS_TOTAL: usize = 800;
+    let limited_bytes = dir.join("limited-bytes.img");
+    std::fs::write(&limited_bytes, random_bytes(BYTES_TOTAL)).unwrap();
+    let limited_ops = dir.join("limited-ops.img");
+    std::fs::write(&limited_ops, random_bytes(OPS_TOTAL * 4096)).unwrap();
+    let md5s = [&ext4, &limited_bytes, &limited_ops].map(|p| md5_of(p));
 
     let script = r#"mkdir -p /mnt
 for d in /sys/bus/pci/devices/*; do
@@ -282,6 +386,17 @@ echo fv-written-by-the-guest | dd of=/dev/vdb bs=512 conv=sync,fsync 2>/dev/null
 echo "WROTE $?"
 echo "RNG $(cat /sys/class/misc/hw_random/rng_current)"
 echo "RNGBYTES $(timeout 20 head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
+# A whole disk, found by its serial, read with O_DIRECT in blocks of $3 and timed.
+timed_read() {
+    for b in /sys/block/vd*; do [ "$(cat $b/serial)" = "$2" ] && dev=/dev/${b##*/}; done
+    read -r t0 _ </proc/uptime
+    sum=$(dd if=$dev bs=$3 iflag=direct 2>/dev/null | md5sum)
+    read -r t1 _ </proc/uptime
+    echo "$1 $t0 $t1 ${sum%% *}"
+}
+timed_read READ-UNLIMITED fv-ext4-disk 65536
+timed_read READ-BYTES-LIMITED fv-limited-bytes 65536
+timed_read READ-OPS-LIMITED fv-limited-ops 4096
 grep virtio /proc/interrupts | while read -r irq count rest; do echo "IRQ $count $rest"; done
 "#;
     // Linux keeps the BARs where we placed them, except that 00:02.0 must be 1 MiB
@@ -303,6 +418,16 @@ grep virtio /proc/interrupts | while read -r irq count rest; do echo "IRQ $count
         format!("path={},readonly=on,serial=fv-ext4-disk", path_str(&ext4)),
         "--disk".into(),
         format!("path={},format=raw", path_str(&scratch)),
+        "--disk".into(),
+        format!(
+            "path={},readonly=on,serial=fv-limited-bytes,bytes_per_sec={BYTES_PER_SEC}",
+            path_str(&limited_bytes)
+        ),
+        "--disk".into(),
+        format!(
+            "path={},readonly=on,serial=fv-limited-ops,ops_per_sec={OPS_PER_SEC}",
+            path_str(&limited_ops)
+        ),
         "--rng".into(),
     ]);
     let (status, output, stderr) = wait_exit(vmm);
@@ -324,7 +449,9 @@ grep virtio /proc/interrupts | while read -r irq count rest; do echo "IRQ $count
             "0000:00:00.0 0x1b36:0x0008 0x060000",
             "0000:00:01.0 0x1af4:0x1042 0x010000 virtio-pci",
             "0000:00:02.0 0x1af4:0x1042 0x010000 virtio-pci",
-            "0000:00:03.0 0x1af4:0x1044 0xff0000 virtio-pci",
+            "0000:00:03.0 0x1af4:0x1042 0x010000 virtio-pci",
+            "0000:00:04.0 0x1af4:0x1042 0x010000 virtio-pci",
+            "0000:00:05.0 0x1af4:0x1044 0xff0000 virtio-pci",
         ],
         "{output}"
     );
@@ -358,12 +485,47 @@ grep virtio /proc/interrupts | while read -r irq count rest; do echo "IRQ $count
         .filter_map(|l| l.trim_end().strip_prefix("IRQ "))
         .filter_map(|l| Some((l.split(' ').next()?.parse().ok()?, l)))
         .collect();
-    assert_eq!(irqs.len(), 6, "{output}");
+    assert_eq!(irqs.len(), 10, "{output}");
     assert!(irqs.iter().all(|(_, l)| l.contains("PCI-MSI")), "{output}");
-    for queue in ["virtio0-req.0", "virtio1-req.0", "virtio2-input"] {
+    for queue in [
+        "virtio0-req.0",
+        "virtio1-req.0",
+        "virtio2-req.0",
+        "virtio3-req.0",
+        "virtio4-input",
+    ] {
         assert!(
             irqs.iter().any(|(n, l)| *n > 0 && l.ends_with(queue)),
             "no interrupt on {queue}:\n{output}"
+        );
+    }
+
+    // The rate-limited reads: the right bytes, no faster than the buckets allow. The
+    // unlimited read is only shown, for comparison: no upper bound on any time.
+    let reads = [
+        ("READ-UNLIMITED", &md5s[0], 0.0),
+        (
+            "READ-BYTES-LIMITED",
+            &md5s[1],
+            token_bucket_min_secs(BYTES_TOTAL as u64, BYTES_PER_SEC, BYTES_PER_SEC),
+        ),
+        (
+            "READ-OPS-LIMITED",
+            &md5s[2],
+            token_bucket_min_secs(OPS_TOTAL as u64, OPS_PER_SEC, OPS_PER_SEC),
+        ),
+    ];
+    for (key, md5, min_secs) in reads {
+        let (secs, sum) = timed_line(&output, key);
+        println!("{key}: {secs:.2} s by the guest's clock, at least {min_secs:.2} s");
+        assert_eq!(
+            sum,
+            md5.as_str(),
+            "{key}: the guest read other bytes\n{output}"
+        );
+        assert!(
+            secs >= min_secs,
+            "{key}: read in {secs:.2} s, under the limit's {min_secs:.2} s\n{output}"
         );
     }
 }
@@ -454,7 +616,10 @@ sleep 600
 "#;
 
 /// The script of guest `b` (10.0.0.3, on an existing tap): ping `a`, then send it 1 MiB
-/// of random bytes over TCP (retrying until `a` listens).
+/// of random bytes over TCP (retrying until `a` listens), timed by its clock from before
+/// the connection that succeeded until its `nc` exits. That `nc` exits when `a` closes the
+/// connection, which `a` does once it has read the end of the data: the time covers every
+/// byte's passing through `b`'s transmit queue.
 const NET_GUEST_B: &str = r#"ip addr add 10.0.0.3/24 dev eth0 && ip link set eth0 up
 echo "MAC $(cat /sys/class/net/eth0/address)"
 ping -c 3 -w 60 10.0.0.2 >/dev/null; echo "PING-PEER $?"
@@ -462,10 +627,13 @@ head -c 1048576 /dev/urandom >/tmp/sent
 echo "SENT $(wc -c </tmp/sent) $(md5sum </tmp/sent)"
 ok=1
 for i in $(seq 1 150); do
+    read -r t0 _ </proc/uptime
     if nc 10.0.0.2 5000 </tmp/sent 2>/dev/null; then ok=0; break; fi
     sleep 0.2
 done
+read -r t1 _ </proc/uptime
 echo "NC-PEER $ok"
+echo "SEND-TIME $t0 $t1"
 echo NET-DONE
 sleep 600
 "#;
@@ -474,10 +642,10 @@ sleep 600
 /// tap fv-vmm creates (`fvtap%d`, put on the bridge once `GET /vm` names it), `b` on a
 /// persistent tap made beforehand, with a MAC of its own. The guests ping each other and
 /// the bridge's own address, `a` sends the host a line over TCP, `b` sends `a` a file over
-/// TCP. Then `PUT /vm/power-button` makes each guest shut itself down (its acpid runs the
-/// init's handler): both print the handler's line and the kernel's `reboot: Power down`,
-/// and both fv-vmm exit 0. One emulated host for all of it: its boots are the suite's
-/// largest cost.
+/// TCP, no faster than `b`'s transmit rate limit allows. Then `PUT /vm/power-button` makes
+/// each guest shut itself down (its acpid runs the init's handler): both print the
+/// handler's line and the kernel's `reboot: Power down`, and both fv-vmm exit 0. One
+/// emulated host for all of it: its boots are the suite's largest cost.
 #[test]
 #[ignore = "runs inside the emulated host, started by the test of the same name"]
 fn inside_two_vms_on_a_bridge_then_the_power_button() {
@@ -534,9 +702,13 @@ fn inside_two_vms_on_a_bridge_then_the_power_button() {
         ])
     };
     let mut a = spawn(NET_GUEST_A, "tap=fvtap%d", &dir.join("a.sock"));
+    // b's transmit queue is limited: 1 MiB at 256 KiB/s is 3 s after the first second's
+    // worth (its frames, at most 64 KiB with offloads, all fit in that burst).
+    const TX_BYTES_PER_SEC: u64 = 256 << 10;
+    const SENT_BYTES: u64 = 1 << 20;
     let mut b = spawn(
         NET_GUEST_B,
-        "tap=fvtapb,mac=52:54:00:00:0b:0b",
+        &format!("tap=fvtapb,mac=52:54:00:00:0b:0b,tx_bytes_per_sec={TX_BYTES_PER_SEC}"),
         &dir.join("b.sock"),
     );
 
@@ -578,8 +750,18 @@ fn inside_two_vms_on_a_bridge_then_the_power_button() {
     assert_eq!(line_value(&out_a, "PING-PEER"), "0", "{out_a}");
     assert_eq!(line_value(&out_b, "NC-PEER"), "0", "{out_b}");
     let sent = line_value(&out_b, "SENT");
-    assert!(sent.starts_with("1048576 "), "{out_b}");
+    assert!(sent.starts_with(&format!("{SENT_BYTES} ")), "{out_b}");
     assert_eq!(line_value(&out_a, "GOT"), sent, "{out_a}\n{out_b}");
+    // The TCP payload alone is SENT_BYTES of tokens; headers only add to it.
+    let (send_secs, _) = timed_line(&out_b, "SEND-TIME");
+    let min_secs = token_bucket_min_secs(SENT_BYTES, TX_BYTES_PER_SEC, TX_BYTES_PER_SEC);
+    println!(
+        "b sent {SENT_BYTES} bytes in {send_secs:.2} s by its clock, at least {min_secs:.2} s"
+    );
+    assert!(
+        send_secs >= min_secs,
+        "b sent in {send_secs:.2} s, under its tx limit's {min_secs:.2} s\n{out_b}"
+    );
 
     let button = std::time::Instant::now();
     assert_eq!(api_a.put("/vm/power-button").status, 204);
@@ -1064,9 +1246,10 @@ fn run_tool(cmd: &mut std::process::Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The guest mounts an ext4 filesystem from a qcow2 overlay whose backing file is a raw
-/// image, reads the base's marker, writes and syncs a file and powers off. On the host the
-/// file is in the overlay, `qemu-img check` passes, and the raw base is unchanged.
+/// The guest boots with its root filesystem on a qcow2 overlay whose backing file is a raw
+/// ext4 image: the initramfs mounts /dev/vda and switches root to it, and the disk's own
+/// /sbin/init reads the base's marker, writes and syncs a file and powers off. On the host
+/// the file is in the overlay, `qemu-img check` passes, and the raw base is unchanged.
 #[test]
 #[ignore = "runs inside the emulated host, started by the test of the same name"]
 fn inside_ext4_on_a_qcow2_overlay_of_a_raw_base() {
@@ -1074,7 +1257,8 @@ fn inside_ext4_on_a_qcow2_overlay_of_a_raw_base() {
         return;
     };
     let initrd = inside("FV_INITRD").unwrap();
-    let (dir, base, _scratch, marker) = pci_test_disks("qcow2");
+    let written = format!("fv-guest-wrote-{}", std::process::id());
+    let (dir, base, marker) = bootable_root_disk(&written);
     let base_before = std::fs::read(&base).unwrap();
     let overlay = dir.join("overlay.qcow2");
     run_tool(
@@ -1084,22 +1268,13 @@ fn inside_ext4_on_a_qcow2_overlay_of_a_raw_base() {
             .arg(&overlay),
     );
 
-    let written = format!("fv-guest-wrote-{}", std::process::id());
-    let script = format!(
-        "mkdir -p /mnt\nmount -t ext4 /dev/vda /mnt && echo \"MARKER $(cat /mnt/marker)\"\n\
-         echo {written} >/mnt/written && sync && umount /mnt && echo \"SYNCED $?\"\n"
-    );
-    let cmdline = format!(
-        "{GUEST_CMDLINE} fv.action=run fv.run={}",
-        base64(script.as_bytes())
-    );
     let vmm = Vmm::spawn([
         "--kernel".into(),
         path_str(&kernel),
         "--initrd".into(),
         path_str(&initrd),
         "--cmdline".into(),
-        cmdline,
+        format!("{GUEST_CMDLINE} fv.root=/dev/vda"),
         "--memory".into(),
         "256".into(),
         "--disk".into(),
@@ -1108,7 +1283,13 @@ fn inside_ext4_on_a_qcow2_overlay_of_a_raw_base() {
     let (status, output, stderr) = wait_exit(vmm);
     println!("--- guest output ---\n{output}");
     assert_eq!(status, 0, "{output}\n{stderr}");
-    assert_eq!(line_value(&output, "FV-RUN-EXIT"), "0", "{output}");
+    // The disk's init ran as PID 1, with the overlay's ext4 as the root filesystem.
+    assert_eq!(line_value(&output, "DISK-INIT-PID"), "1", "{output}");
+    assert_eq!(
+        line_value(&output, "ROOT-FS"),
+        "/dev/vda ext4 rw",
+        "{output}"
+    );
     assert_eq!(line_value(&output, "MARKER"), marker, "{output}");
     assert_eq!(line_value(&output, "SYNCED"), "0", "{output}");
 

@@ -4,6 +4,8 @@
 # script given base64-encoded in fv.run= (the kernel command line splits on spaces), prints
 # `FV-RUN-EXIT <status>`, then powers off. Whatever the action, the ACPI power button
 # (fv-vmm's `PUT /vm/power-button`) prints `FV-POWER-BUTTON` and powers off.
+# fv.root=DEV instead mounts DEV (ext4) and switches root to it, running its /sbin/init,
+# as a distribution's initramfs does.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -31,12 +33,20 @@ if [ -e /dev/input/event0 ]; then
 fi
 action=shell
 run=
+root=
 for x in $(cat /proc/cmdline); do
     case "$x" in
         fv.action=*) action="${x#fv.action=}" ;;
         fv.run=*) run="${x#fv.run=}" ;;
+        fv.root=*) root="${x#fv.root=}" ;;
     esac
 done
+if [ -n "$root" ]; then
+    mkdir -p /newroot
+    mount -t ext4 "$root" /newroot && exec switch_root /newroot /sbin/init
+    echo "FV-ROOT-FAILED $root"
+    poweroff -f
+fi
 case "$action" in
     poweroff) poweroff -f ;;
     reboot) reboot -f ;;
