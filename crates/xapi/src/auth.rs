@@ -303,6 +303,16 @@ pub fn user_ref(db: &Db, name: &str) -> Result<Option<String>, ApiError> {
     db.read(|tx| find_user(tx, name))
 }
 
+/// A local user's role.
+pub fn role_of(db: &Db, name: &str) -> Result<Role, ApiError> {
+    db.read(|tx| {
+        let u = find_user(tx, name)?.ok_or_else(|| ApiError::handle_invalid("user", name))?;
+        credential(tx, &u)?
+            .map(|(_, role)| role)
+            .ok_or_else(|| ApiError::internal(format!("user {name} has no credential")))
+    })
+}
+
 fn find_user(tx: &Tx<'_>, name: &str) -> Result<Option<String>, ApiError> {
     Ok(tx
         .find("user", "short_name", &Value::String(name.into()))?

@@ -68,7 +68,22 @@ pub fn is_builtin(class: &str, msg: &str) -> bool {
         ) | ("task", "create" | "destroy" | "cancel")
             | ("event", "from" | "inject" | "get_current_id")
             | ("message", "create" | "destroy" | "get_since")
+            | (
+                "user",
+                "create_local" | "set_role" | "set_password" | "get_role"
+            )
     )
+}
+
+/// A role by its XenAPI name (`vm-operator`...), or `INVALID_VALUE`.
+fn parse_role(name: &str) -> Result<Role, ApiError> {
+    Role::from_name(name).ok_or_else(|| ApiError::new(&codes::INVALID_VALUE, ["role", name]))
+}
+
+/// A user record's login name.
+fn user_name(db: &Db, user: &str) -> Result<String, ApiError> {
+    db.read(|tx| tx.get("user", user, "short_name"))
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
 }
 
 struct Inner {
@@ -113,6 +128,13 @@ impl Api {
     /// Runs one XenAPI call. `params` are the wire parameters, the session first (except
     /// for `session.login_with_password`).
     pub fn call(&self, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
+        // `from` is a keyword in Python: the SDK's users write `xenapi.event_from(...)`,
+        // which XAPI serves as `event.from`.
+        let method = if method == "event_from" {
+            "event.from"
+        } else {
+            method
+        };
         let (is_async, name) = match method.strip_prefix("Async.") {
             Some(rest) => (true, rest),
             None => (false, method),
@@ -278,6 +300,23 @@ impl Api {
                 .auth()
                 .change_password(db, &ctx.caller, &s(0), &s(1))
                 .map(|()| Value::void()),
+            ("user", "create_local") => {
+                let role = parse_role(&s(2))?;
+                self.auth()
+                    .add_user(db, &s(0), &s(1), role)
+                    .map(Value::String)
+            }
+            ("user", "set_role") => {
+                let role = parse_role(&s(1))?;
+                Auth::set_role(db, &user_name(db, &s(0))?, role).map(|()| Value::void())
+            }
+            ("user", "set_password") => self
+                .auth()
+                .set_password(db, &user_name(db, &s(0))?, &s(1))
+                .map(|()| Value::void()),
+            ("user", "get_role") => {
+                crate::auth::role_of(db, &user_name(db, &s(0))?).map(|r| Value::from(r.name()))
+            }
             ("task", "create") => task::create(db, &s(0), &s(1), None).map(Value::String),
             ("task", "destroy") => db
                 .write(|tx| tx.destroy("task", &s(0)))

@@ -46,6 +46,10 @@ pub mod codes {
         VM_BAD_POWER_STATE ["vm", "expected", "actual"]
         /// Templates cannot be started.
         VM_IS_TEMPLATE ["vm"]
+        /// Memory limits must satisfy static_min <= dynamic_min <= dynamic_max <= static_max.
+        MEMORY_CONSTRAINT_VIOLATION ["constraint"]
+        /// The guest did not shut down within the time given.
+        VM_SHUTDOWN_TIMEOUT ["vm", "timeout"]
         /// Another operation holds the object.
         OTHER_OPERATION_IN_PROGRESS ["class", "object", "operation_type"]
         /// The operation is not allowed now.

@@ -689,3 +689,72 @@ fn get_all_records_of_1000_vms() {
         start.elapsed() / n
     );
 }
+
+#[test]
+fn local_users_are_managed_through_the_api() {
+    let e = env();
+    let u = e
+        .call(
+            "root",
+            "user.create_local",
+            vec![s("alice"), s("alicepw"), s("vm-operator")],
+        )
+        .expect("create_local");
+    let u = u.as_str().expect("ref").to_owned();
+    let login = |pw: &str| {
+        e.api
+            .call("session.login_with_password", vec![s("alice"), s(pw)])
+    };
+    let alice = login("alicepw").expect("alice logs in");
+    let as_alice = |method: &str, mut params: Vec<Value>| {
+        params.insert(0, alice.clone());
+        e.api.call(method, params)
+    };
+    assert_eq!(
+        e.call("root", "user.get_role", vec![s(&u)]).expect("role"),
+        s("vm-operator")
+    );
+    // vm-operator may not create VMs; pool-admin's role change applies to her session.
+    let create = || {
+        as_alice(
+            "VM.create",
+            vec![Value::Struct(BTreeMap::from([(
+                "name_label".into(),
+                s("a"),
+            )]))],
+        )
+    };
+    assert_eq!(code(create()), "RBAC_PERMISSION_DENIED");
+    e.call("root", "user.set_role", vec![s(&u), s("vm-admin")])
+        .expect("set_role");
+    create().expect("vm-admin creates VMs");
+    // Only pool-admin manages users; unknown roles and taken names are refused.
+    assert_eq!(
+        code(e.call(
+            "vm-admin",
+            "user.create_local",
+            vec![s("bob"), s("pw"), s("read-only")]
+        )),
+        "RBAC_PERMISSION_DENIED"
+    );
+    assert_eq!(
+        code(e.call(
+            "root",
+            "user.create_local",
+            vec![s("bob"), s("pw"), s("god")]
+        )),
+        "INVALID_VALUE"
+    );
+    assert_eq!(
+        code(e.call(
+            "root",
+            "user.create_local",
+            vec![s("alice"), s("pw"), s("read-only")]
+        )),
+        "DB_UNIQUENESS_CONSTRAINT_VIOLATION"
+    );
+    e.call("root", "user.set_password", vec![s(&u), s("newpw")])
+        .expect("set_password");
+    assert_eq!(code(login("alicepw")), "SESSION_AUTHENTICATION_FAILED");
+    login("newpw").expect("the new password works");
+}

@@ -102,7 +102,57 @@ pub static USER: Class = Class {
         rw("fullname", Ty::String, "full name").def(D::Str("")),
         OTHER_CONFIG,
     ],
-    messages: &[],
+    messages: &[
+        call(
+            "create_local",
+            &[
+                p("short_name", Ty::String, "The user's login name"),
+                p("password", Ty::String, "The user's password"),
+                p(
+                    "role",
+                    Ty::String,
+                    "The name of the user's role, e.g. vm-operator",
+                ),
+            ],
+            Some(Ty::Ref("user")),
+            &[
+                &codes::DB_UNIQUENESS_CONSTRAINT_VIOLATION,
+                &codes::INVALID_VALUE,
+            ],
+            Role::PoolAdmin,
+            "Ferrovisor: creates a local user who logs in with this password and has this role",
+        ),
+        call(
+            "set_role",
+            &[
+                p("self", Ty::Ref("user"), "The user"),
+                p("role", Ty::String, "The name of the new role"),
+            ],
+            None,
+            &[&codes::INVALID_VALUE],
+            Role::PoolAdmin,
+            "Ferrovisor: changes a local user's role; it applies to their open sessions at once",
+        ),
+        call(
+            "set_password",
+            &[
+                p("self", Ty::Ref("user"), "The user"),
+                p("password", Ty::String, "The new password"),
+            ],
+            None,
+            &[],
+            Role::PoolAdmin,
+            "Ferrovisor: sets a local user's password",
+        ),
+        call(
+            "get_role",
+            &[p("self", Ty::Ref("user"), "The user")],
+            Some(Ty::String),
+            &[],
+            Role::PoolAdmin,
+            "Ferrovisor: the name of a local user's role",
+        ),
+    ],
     lifecycle: Lifecycle::Internal,
     default_role: Role::PoolAdmin,
     stored: true,
