@@ -16,6 +16,8 @@ packages=(
     qemu-utils
     # ip: fv-hostnet's tests and the emulated-host network tests set up bridges with it.
     iproute2
+    # python3 and its venv module: fv-rpc's tests run the XenAPI Python SDK (below).
+    python3 python3-venv
 )
 
 missing=()
@@ -36,3 +38,17 @@ fi
 for c in clippy rustfmt; do
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c" 2>/dev/null || true
 done
+
+# The official XenAPI Python SDK (PyPI `xenapi`): fv-rpc's tests drive our XML-RPC and JSON-RPC
+# codecs with it (crates/rpc/tests/python_sdk.rs), and fail without it. It goes into a venv at a
+# fixed path rather than `pip install --break-system-packages`: that works the same whichever
+# python3 comes first on PATH (Debian's, which refuses plain pip installs, or another), needs no
+# root, leaves the system's packages alone, and pins the version. The tests look in the same
+# place ($FV_VENV, by default ~/.local/share/ferrovisor/venv).
+xenapi_version=26.21.1
+venv="${FV_VENV:-$HOME/.local/share/ferrovisor/venv}"
+if ! "$venv/bin/python3" -c "import importlib.metadata as m, XenAPI; assert m.version('XenAPI') == '$xenapi_version'" 2>/dev/null; then
+    echo "==> installing the XenAPI Python SDK $xenapi_version into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check "xenapi==$xenapi_version"
+fi
