@@ -38,6 +38,18 @@ pub trait Actions: Send + Sync {
         msg: &'static Message,
         args: Vec<Value>,
     ) -> Result<Value, ApiError>;
+
+    /// Called in the transaction that creates an object through the generic `create`,
+    /// so that fields the daemon derives (a VM's `allowed_operations`) are right from the
+    /// start. An error undoes the creation.
+    fn created(
+        &self,
+        _tx: &mut crate::db::Tx<'_>,
+        _class: &'static Class,
+        _r: &str,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// Answers every custom message with `NOT_IMPLEMENTED`: for tests and tools.
@@ -232,7 +244,12 @@ impl Api {
         args: Vec<Value>,
     ) -> Result<Value, ApiError> {
         match target {
-            Target::Generic(g) => generic::run(self.db(), class, g, args),
+            Target::Generic(g) => {
+                let actions = &self.inner.actions;
+                generic::run(self.db(), class, g, args, &|tx, c, r| {
+                    actions.created(tx, c, r)
+                })
+            }
             Target::Custom(m) if is_builtin(class.name, m.name) => {
                 self.builtin(ctx, class, m, args)
             }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use fv_rpc::Value;
 
-use crate::db::{codec, Db};
+use crate::db::{codec, Db, Tx};
 use crate::dispatch::writer_role;
 use crate::error::{codes, ApiError};
 use crate::model::{Class, Field, Lifecycle, Qual, Role, Ty};
@@ -185,11 +185,16 @@ fn text(args: &[Value], i: usize) -> String {
 }
 
 /// Runs a generic call with checked `args`.
+/// What runs in the transaction that creates an object, after the insert: the daemon's
+/// [`crate::Actions::created`].
+pub type CreateHook<'h> = &'h dyn Fn(&mut Tx<'_>, &'static Class, &str) -> Result<(), ApiError>;
+
 pub fn run(
     db: &Db,
     class: &'static Class,
     g: &Generic,
     args: Vec<Value>,
+    on_create: CreateHook<'_>,
 ) -> Result<Value, ApiError> {
     let c = class.name;
     let me = text(&args, 0);
@@ -255,7 +260,7 @@ pub fn run(
             let Some(Value::Struct(rec)) = args.into_iter().next() else {
                 return Err(ApiError::field_type("args"));
             };
-            create(db, class, rec).map(Value::String)
+            create(db, class, rec, on_create).map(Value::String)
         }
         Generic::Destroy => db.write(|tx| tx.destroy(c, &me)).map(|()| Value::void()),
     }
@@ -267,6 +272,7 @@ fn create(
     db: &Db,
     class: &'static Class,
     rec: BTreeMap<String, Value>,
+    on_create: CreateHook<'_>,
 ) -> Result<String, ApiError> {
     let mut fields = BTreeMap::new();
     for f in class.fields.iter().filter(|f| f.qual != Qual::DynamicRO) {
@@ -276,7 +282,11 @@ fn create(
             return Err(ApiError::field_type(f.name));
         }
     }
-    db.write(|tx| tx.create(class.name, fields))
+    db.write(|tx| {
+        let r = tx.create(class.name, fields)?;
+        on_create(tx, class, &r)?;
+        Ok(r)
+    })
 }
 
 #[cfg(test)]

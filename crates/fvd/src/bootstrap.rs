@@ -1,0 +1,164 @@
+//! What a first start creates, and what every start checks: the root user, the pool and
+//! this host with its metrics.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use fv_xapi::{Api, Value};
+
+use crate::error::Error;
+
+/// The environment variable that gives root's password at first start.
+pub const ROOT_PASSWORD_ENV: &str = "FV_ROOT_PASSWORD";
+/// Where a generated root password is written (mode 0600) when none was given.
+pub const ROOT_PASSWORD_FILE: &str = "root-password";
+
+fn setup(e: impl std::fmt::Display) -> Error {
+    Error::Setup(e.to_string())
+}
+
+/// Creates `root` on the first start: with `$FV_ROOT_PASSWORD`, or a generated password
+/// written to DATA_DIR/root-password (mode 0600). Later starts change nothing.
+pub fn root_user(api: &Api, data_dir: &Path) -> Result<(), Error> {
+    if fv_xapi::auth::user_ref(api.db(), "root")
+        .map_err(setup)?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let password = match std::env::var(ROOT_PASSWORD_ENV) {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            let password = random_password()?;
+            let path = data_dir.join(ROOT_PASSWORD_FILE);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(Error::io("creating", &path))?;
+            writeln!(file, "{password}").map_err(Error::io("writing", &path))?;
+            tracing::info!("root's password is in {}", path.display());
+            password
+        }
+    };
+    api.auth()
+        .bootstrap_root(api.db(), &password)
+        .map_err(setup)?;
+    Ok(())
+}
+
+/// 20 characters from a 64-letter alphabet: 120 bits.
+fn random_password() -> Result<String, Error> {
+    const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Setup(format!("no randomness: {e}")))?;
+    Ok(bytes
+        .iter()
+        .map(|b| LETTERS[usize::from(b % 64)] as char)
+        .collect())
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_owned())
+}
+
+fn map(pairs: &[(&str, &str)]) -> Value {
+    Value::Struct(pairs.iter().map(|(k, v)| (k.to_string(), s(v))).collect())
+}
+
+/// The host's name, from the kernel.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// `/proc/meminfo`'s `key` in bytes.
+pub fn meminfo_bytes(key: &str) -> i64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<i64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Finds this host's record, creating the pool, the host and its metrics on the first
+/// start. Returns the host's ref.
+pub fn host_and_pool(api: &Api) -> Result<String, Error> {
+    let existing = api.db().read(|tx| tx.refs("host")).map_err(setup)?;
+    if let Some(host) = existing.first() {
+        // A single-host pool: the one host is this one.
+        return Ok(host.clone());
+    }
+    let name = hostname();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    api.db()
+        .write(|tx| {
+            let metrics = tx.create(
+                "host_metrics",
+                BTreeMap::from([
+                    ("memory_total".into(), Value::Int(meminfo_bytes("MemTotal"))),
+                    (
+                        "memory_free".into(),
+                        Value::Int(meminfo_bytes("MemAvailable")),
+                    ),
+                    ("live".into(), Value::Bool(true)),
+                ]),
+            )?;
+            let host = tx.create(
+                "host",
+                BTreeMap::from([
+                    ("name_label".into(), s(&name)),
+                    ("hostname".into(), s(&name)),
+                    ("address".into(), s("127.0.0.1")),
+                    ("metrics".into(), s(&metrics)),
+                    ("enabled".into(), Value::Bool(true)),
+                    (
+                        "software_version".into(),
+                        map(&[
+                            ("product_brand", "Ferrovisor"),
+                            ("product_version", env!("CARGO_PKG_VERSION")),
+                            ("xapi", "24.0"),
+                            ("platform_name", "Ferrovisor"),
+                        ]),
+                    ),
+                    (
+                        "cpu_info".into(),
+                        map(&[("cpu_count", &cpus.to_string()), ("vendor", "")]),
+                    ),
+                ]),
+            )?;
+            tx.create(
+                "pool",
+                BTreeMap::from([("name_label".into(), s("")), ("master".into(), s(&host))]),
+            )?;
+            Ok(host)
+        })
+        .map_err(setup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_passwords_are_long_and_differ() {
+        let a = random_password().unwrap();
+        let b = random_password().unwrap();
+        assert_eq!(a.len(), 20);
+        assert_ne!(a, b);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+
+    #[test]
+    fn meminfo_reads_bytes() {
+        assert!(meminfo_bytes("MemTotal") > 1 << 20);
+        assert_eq!(meminfo_bytes("NoSuchKey"), 0);
+    }
+}

@@ -1,0 +1,97 @@
+//! Starting the daemon: the data directory, the database and its first records, the
+//! VMs that kept running while fvd was away, then the listeners.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use fv_xapi::auth::Cost;
+use fv_xapi::db::Db;
+use fv_xapi::Api;
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::error::Error;
+use crate::options::Options;
+use crate::vm::{Vms, CLEAN_SHUTDOWN_TIMEOUT};
+use crate::{bootstrap, listen, rpc, tls};
+
+/// The running daemon's state.
+#[derive(Clone)]
+pub struct Daemon {
+    pub api: Api,
+    pub host: String,
+}
+
+/// Prepares everything but the listeners: data directory, database, first records, and
+/// the VMs found running. Must run inside the tokio runtime (VM exits are watched there).
+pub fn start(options: &Options) -> Result<Daemon, Error> {
+    let dir = &options.data_dir;
+    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(Error::io("setting the mode of", dir))?;
+    let run_root = options.run_root();
+    std::fs::create_dir_all(&run_root).map_err(Error::io("creating", &run_root))?;
+
+    let db = Db::open(options.db_path()).map_err(Error::Db)?;
+    let vms = Vms::new(
+        options.fv_vmm_path(),
+        run_root,
+        tokio::runtime::Handle::current(),
+        CLEAN_SHUTDOWN_TIMEOUT,
+    );
+    let api = Api::new(db, Cost::Default, Arc::new(vms.clone()))
+        .map_err(|e| Error::Setup(format!("{e:?}")))?;
+    bootstrap::root_user(&api, dir)?;
+    let host = bootstrap::host_and_pool(&api)?;
+    vms.attach(api.clone(), host.clone());
+    vms.reconcile()
+        .map_err(|e| Error::Setup(format!("reconciling VMs: {e:?}")))?;
+    Ok(Daemon { api, host })
+}
+
+/// Runs fvd until SIGTERM or SIGINT. VMs keep running after it returns.
+pub async fn run(options: Options) -> Result<(), Error> {
+    let daemon = start(&options)?;
+    let router = rpc::router(daemon.api.clone());
+
+    let tls = if options.insecure_http {
+        None
+    } else {
+        let names = vec![hostname(), "localhost".to_owned()];
+        tls::ensure_certificate(&options.data_dir, &names)?;
+        Some(tls::acceptor(&options.data_dir)?)
+    };
+    let tcp = TcpListener::bind(options.listen)
+        .await
+        .map_err(Error::io("listening on", options.listen.to_string()))?;
+    let socket = options.socket_path();
+    // A socket left by an earlier fvd: nobody can be listening on it (we hold the data
+    // directory's database), so it is replaced.
+    let _ = std::fs::remove_file(&socket);
+    let unix = UnixListener::bind(&socket).map_err(Error::io("listening on", &socket))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(Error::io("setting the mode of", &socket))?;
+    tracing::info!(
+        "fvd ready: {}://{} and {}",
+        if tls.is_some() { "https" } else { "http" },
+        tcp.local_addr()
+            .map_or_else(|_| options.listen.to_string(), |a| a.to_string()),
+        socket.display()
+    );
+    tokio::spawn(listen::serve_tcp(tcp, router.clone(), tls));
+    tokio::spawn(listen::serve_unix(unix, router));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(Error::io("handling", "SIGTERM"))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("fvd stopping; running VMs carry on");
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}

@@ -1,0 +1,19 @@
+//! fvd, the control domain: owns the XenAPI object model (`fv-xapi`, in SQLite), serves the
+//! API over XML-RPC at `/` and JSON-RPC at `/jsonrpc` (HTTPS, and a local Unix socket for
+//! the CLI), and runs one fv-vmm per running VM (`fv-vmmctl`). VMs keep running when fvd
+//! stops; a restarted fvd adopts them and reconciles every VM's power state.
+
+#![forbid(unsafe_code)]
+
+mod bootstrap;
+mod daemon;
+mod error;
+mod listen;
+mod options;
+mod rpc;
+mod tls;
+mod vm;
+
+pub use daemon::{run, Daemon};
+pub use error::Error;
+pub use options::Options;

@@ -1,0 +1,793 @@
+//! VM lifecycle: the custom VM messages (`VM.start`, `clean_shutdown`, ...) carried out
+//! with one fv-vmm per running VM, and what happens when a VMM ends.
+//!
+//! Every change of power state goes through the database in one transaction with the
+//! operation lock (`ops`); the fv-vmm process is the truth about whether a VM runs, and
+//! its end (seen through its pidfd) moves the VM on as `actions_after_*` say.
+
+mod config;
+mod ops;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use fv_vmmctl::{Exit, RunDir, Vmm};
+use fv_xapi::db::codec::new_ref;
+use fv_xapi::db::Tx;
+use fv_xapi::error::codes;
+use fv_xapi::model::{Class, Message};
+use fv_xapi::{Actions, Api, ApiError, CallContext, Value};
+
+/// How long `VM.clean_shutdown` and `clean_reboot` wait for the guest (XAPI's default).
+pub const CLEAN_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1200);
+/// How long `VM.shutdown` waits for a clean shutdown before forcing it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+/// How long a hard stop may take before the VMM is killed.
+const HARD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the daemon meant when it ended a VM; the guest's own ends are `Guest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Intent {
+    Guest,
+    Halt,
+    Reboot,
+}
+
+/// One running fv-vmm.
+struct Running {
+    vm: String,
+    vmm: Mutex<Vmm>,
+    intent: Mutex<Intent>,
+    /// Set once the VMM has ended and the VM has moved on (halted or restarted).
+    ended: Mutex<bool>,
+    ended_cv: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Running {
+    fn set_intent(&self, intent: Intent) {
+        *lock(&self.intent) = intent;
+    }
+
+    /// Waits until the VM has moved on after its VMM ended; false on timeout.
+    fn wait_ended(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut ended = lock(&self.ended);
+        while !*ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            ended = self
+                .ended_cv
+                .wait_timeout(ended, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+struct Inner {
+    fv_vmm: PathBuf,
+    run_root: PathBuf,
+    runtime: tokio::runtime::Handle,
+    host: OnceLock<String>,
+    api: OnceLock<Api>,
+    running: Mutex<HashMap<String, Arc<Running>>>,
+    clean_shutdown_timeout: Duration,
+}
+
+/// The VM messages, for `fv_xapi::Api`. Cheap to clone.
+#[derive(Clone)]
+pub struct Vms {
+    inner: Arc<Inner>,
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_owned())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e)
+}
+
+fn get_str(tx: &Tx<'_>, class: &str, r: &str, field: &str) -> Result<String, ApiError> {
+    Ok(tx
+        .get(class, r, field)?
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// `VM_BAD_POWER_STATE` unless the VM is in one of `expected`.
+fn require_state(tx: &Tx<'_>, vm: &str, expected: &[&str]) -> Result<String, ApiError> {
+    let actual = get_str(tx, "VM", vm, "power_state")?;
+    if expected.contains(&actual.as_str()) {
+        return Ok(actual);
+    }
+    Err(ApiError::new(
+        &codes::VM_BAD_POWER_STATE,
+        [
+            vm.to_owned(),
+            expected[0].to_lowercase(),
+            actual.to_lowercase(),
+        ],
+    ))
+}
+
+fn require_not_template(tx: &Tx<'_>, vm: &str) -> Result<(), ApiError> {
+    if matches!(tx.get("VM", vm, "is_a_template")?, Value::Bool(true)) {
+        return Err(ApiError::new(&codes::VM_IS_TEMPLATE, [vm]));
+    }
+    Ok(())
+}
+
+fn arg_ref(args: &[Value], i: usize) -> String {
+    args.get(i)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn arg_bool(args: &[Value], i: usize) -> bool {
+    matches!(args.get(i), Some(Value::Bool(true)))
+}
+
+impl Vms {
+    pub fn new(
+        fv_vmm: PathBuf,
+        run_root: PathBuf,
+        runtime: tokio::runtime::Handle,
+        clean_shutdown_timeout: Duration,
+    ) -> Vms {
+        Vms {
+            inner: Arc::new(Inner {
+                fv_vmm,
+                run_root,
+                runtime,
+                host: OnceLock::new(),
+                api: OnceLock::new(),
+                running: Mutex::new(HashMap::new()),
+                clean_shutdown_timeout,
+            }),
+        }
+    }
+
+    /// Completes the set-up once the API and this host's record exist.
+    pub fn attach(&self, api: Api, host: String) {
+        let _ = self.inner.api.set(api);
+        let _ = self.inner.host.set(host);
+    }
+
+    fn api(&self) -> Result<&Api, ApiError> {
+        self.inner
+            .api
+            .get()
+            .ok_or_else(|| internal("the daemon is still starting"))
+    }
+
+    fn running(&self, vm: &str) -> Option<Arc<Running>> {
+        lock(&self.inner.running).get(vm).cloned()
+    }
+
+    fn run_dir(&self, uuid: &str) -> RunDir {
+        RunDir::new(self.inner.run_root.join(uuid))
+    }
+
+    /// Runs `f` holding the operation lock for `op` on `vm`, taken after `check` passed in
+    /// the same transaction.
+    fn with_op<T>(
+        &self,
+        ctx: &CallContext,
+        vm: &str,
+        op: &str,
+        check: impl FnOnce(&Tx<'_>) -> Result<(), ApiError>,
+        f: impl FnOnce() -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let db = self.api()?.db();
+        let key = ctx.task.clone().unwrap_or_else(new_ref);
+        db.write(|tx| {
+            check(tx)?;
+            ops::begin(tx, vm, &key, op)
+        })?;
+        let result = f();
+        if let Err(e) = db.write(|tx| ops::end(tx, vm, &key)) {
+            tracing::error!("VM {vm}: cannot release the {op} lock: {e:?}");
+        }
+        result
+    }
+
+    // ---- starting ----
+
+    fn start(&self, ctx: &CallContext, vm: &str, paused: bool) -> Result<(), ApiError> {
+        self.with_op(
+            ctx,
+            vm,
+            "start",
+            |tx| {
+                require_not_template(tx, vm)?;
+                require_state(tx, vm, &["Halted"]).map(drop)
+            },
+            || self.launch(vm, paused),
+        )
+    }
+
+    /// Starts fv-vmm for `vm` and records it running (or paused).
+    fn launch(&self, vm: &str, paused: bool) -> Result<(), ApiError> {
+        let db = self.api()?.db();
+        let record = db.read(|tx| tx.record("VM", vm))?;
+        let config = config::vmm_config(vm, &record)?;
+        let uuid = db.read(|tx| get_str(tx, "VM", vm, "uuid"))?;
+        let vmm = Vmm::launch(self.run_dir(&uuid), &self.inner.fv_vmm, &config, paused)
+            .map_err(|e| internal(format!("VM {uuid}: {e}")))?;
+        let pid = vmm.pid();
+        let host = self.inner.host.get().cloned().unwrap_or_default();
+        let vcpus = config["vcpus"].as_i64().unwrap_or(1);
+        let memory = config["memory_mib"].as_i64().unwrap_or(0) << 20;
+        db.write(|tx| {
+            ops::set_power_state(tx, vm, if paused { "Paused" } else { "Running" })?;
+            tx.set("VM", vm, "resident_on", s(&host))?;
+            tx.set("VM", vm, "domid", Value::Int(i64::from(pid)))?;
+            let metrics = metrics_of(tx, vm)?;
+            tx.set(
+                "VM_metrics",
+                &metrics,
+                "start_time",
+                Value::DateTime(fv_xapi::time::now()),
+            )?;
+            tx.set("VM_metrics", &metrics, "VCPUs_number", Value::Int(vcpus))?;
+            tx.set("VM_metrics", &metrics, "memory_actual", Value::Int(memory))?;
+            Ok(())
+        })?;
+        self.watch(vm, vmm);
+        Ok(())
+    }
+
+    /// Keeps `vmm` as the running instance of `vm` and acts when it ends.
+    fn watch(&self, vm: &str, vmm: Vmm) {
+        let pidfd = vmm.pidfd().try_clone_to_owned();
+        let running = Arc::new(Running {
+            vm: vm.to_owned(),
+            vmm: Mutex::new(vmm),
+            intent: Mutex::new(Intent::Guest),
+            ended: Mutex::new(false),
+            ended_cv: Condvar::new(),
+        });
+        lock(&self.inner.running).insert(vm.to_owned(), running.clone());
+        let vms = self.clone();
+        self.inner.runtime.spawn(async move {
+            // Deprecated because a raw fd could be closed behind tokio's back; ours is an
+            // OwnedFd that AsyncFd owns from here on, which is the sound use.
+            #[allow(deprecated)]
+            let watched = pidfd.and_then(|fd| {
+                tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)
+            });
+            match watched {
+                Ok(fd) => {
+                    let _ = fd.readable().await;
+                }
+                Err(e) => {
+                    tracing::warn!("VM {}: cannot watch its pidfd ({e}); waiting", running.vm);
+                }
+            }
+            let _ = tokio::task::spawn_blocking(move || vms.on_exit(running)).await;
+        });
+    }
+
+    // ---- when a VMM ends ----
+
+    fn on_exit(&self, running: Arc<Running>) {
+        // Normally the pidfd said it ended and this returns at once; without the pidfd
+        // watch, the lock is let go between waits so that commands still get through.
+        let exit = loop {
+            match lock(&running.vmm).wait(Some(Duration::from_millis(500))) {
+                Ok(Some(exit)) => break exit,
+                Ok(None) => continue,
+                Err(e) => break Exit::Killed(format!("cannot wait for fv-vmm: {e}")),
+            }
+        };
+        let vm = running.vm.clone();
+        {
+            let mut map = lock(&self.inner.running);
+            if map.get(&vm).is_some_and(|r| Arc::ptr_eq(r, &running)) {
+                map.remove(&vm);
+            }
+        }
+        let intent = *lock(&running.intent);
+        if let Err(e) = self.after_exit(&vm, intent, &exit) {
+            tracing::error!("VM {vm}: after {exit:?}: {e:?}");
+        }
+        *lock(&running.ended) = true;
+        running.ended_cv.notify_all();
+    }
+
+    /// Moves the VM on after its VMM ended: halted, or started again.
+    fn after_exit(&self, vm: &str, intent: Intent, exit: &Exit) -> Result<(), ApiError> {
+        let api = self.api()?;
+        let db = api.db();
+        if !db.read(|tx| tx.exists("VM", vm))? {
+            return Ok(());
+        }
+        tracing::info!("VM {vm}: fv-vmm ended: {exit:?} (intent {intent:?})");
+        let (after_shutdown, after_reboot, after_crash, uuid) = db.read(|tx| {
+            Ok((
+                get_str(tx, "VM", vm, "actions_after_shutdown")?,
+                get_str(tx, "VM", vm, "actions_after_reboot")?,
+                get_str(tx, "VM", vm, "actions_after_crash")?,
+                get_str(tx, "VM", vm, "uuid")?,
+            ))
+        })?;
+        let restart = match (intent, exit) {
+            (Intent::Halt, _) => false,
+            (Intent::Reboot, Exit::PowerOff | Exit::Reboot) => true,
+            (Intent::Guest, Exit::PowerOff) => after_shutdown == "restart",
+            (Intent::Guest, Exit::Reboot) => after_reboot == "restart",
+            (_, Exit::Crash(why)) => {
+                self.alert(
+                    db,
+                    &uuid,
+                    "VM_CRASHED",
+                    2,
+                    &format!("the guest crashed: {why}"),
+                );
+                after_crash.contains("restart")
+            }
+            (_, Exit::VmmError(why) | Exit::Killed(why)) => {
+                self.alert(db, &uuid, "VM_CRASHED", 2, &format!("fv-vmm failed: {why}"));
+                false
+            }
+        };
+        db.write(|tx| {
+            ops::set_power_state(tx, vm, "Halted")?;
+            tx.set("VM", vm, "resident_on", s("OpaqueRef:NULL"))?;
+            tx.set("VM", vm, "domid", Value::Int(-1))
+        })?;
+        if restart {
+            if let Err(e) = self.launch(vm, false) {
+                self.alert(db, &uuid, "VM_RESTART_FAILED", 2, &format!("{e:?}"));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// A `message` record for the administrator.
+    fn alert(&self, db: &fv_xapi::db::Db, uuid: &str, name: &str, priority: i64, body: &str) {
+        let result = db.write(|tx| {
+            tx.create(
+                "message",
+                BTreeMap::from([
+                    ("name".into(), s(name)),
+                    ("priority".into(), Value::Int(priority)),
+                    ("cls".into(), s("VM")),
+                    ("obj_uuid".into(), s(uuid)),
+                    ("timestamp".into(), Value::DateTime(fv_xapi::time::now())),
+                    ("body".into(), s(body)),
+                ]),
+            )
+        });
+        if let Err(e) = result {
+            tracing::error!("cannot record message {name} for VM {uuid}: {e:?}");
+        }
+    }
+
+    // ---- commands to a running VM ----
+
+    /// The running instance, or `VM_BAD_POWER_STATE` when the database and the process
+    /// disagree (the VMM ended a moment ago).
+    fn instance(&self, vm: &str) -> Result<Arc<Running>, ApiError> {
+        self.running(vm)
+            .ok_or_else(|| ApiError::new(&codes::VM_BAD_POWER_STATE, [vm, "running", "halted"]))
+    }
+
+    fn vmm_call(
+        &self,
+        running: &Running,
+        f: impl FnOnce(&Vmm) -> Result<(), fv_vmmctl::Error>,
+    ) -> Result<(), ApiError> {
+        f(&lock(&running.vmm)).map_err(|e| internal(format!("VM {}: {e}", running.vm)))
+    }
+
+    fn pause(&self, ctx: &CallContext, vm: &str) -> Result<(), ApiError> {
+        self.with_op(
+            ctx,
+            vm,
+            "pause",
+            |tx| require_state(tx, vm, &["Running"]).map(drop),
+            || {
+                let r = self.instance(vm)?;
+                self.vmm_call(&r, Vmm::pause)?;
+                self.api()?
+                    .db()
+                    .write(|tx| ops::set_power_state(tx, vm, "Paused"))
+            },
+        )
+    }
+
+    fn unpause(&self, ctx: &CallContext, vm: &str) -> Result<(), ApiError> {
+        self.with_op(
+            ctx,
+            vm,
+            "unpause",
+            |tx| require_state(tx, vm, &["Paused"]).map(drop),
+            || {
+                let r = self.instance(vm)?;
+                self.vmm_call(&r, Vmm::resume)?;
+                self.api()?
+                    .db()
+                    .write(|tx| ops::set_power_state(tx, vm, "Running"))
+            },
+        )
+    }
+
+    /// Presses the power button and waits up to `timeout` for the VM to move on.
+    fn clean_stop(&self, vm: &str, intent: Intent, timeout: Duration) -> Result<(), ApiError> {
+        let r = self.instance(vm)?;
+        r.set_intent(intent);
+        self.vmm_call(&r, Vmm::power_button)?;
+        if r.wait_ended(timeout) {
+            return Ok(());
+        }
+        // The guest did not listen: what it does later is its own business again.
+        r.set_intent(Intent::Guest);
+        Err(ApiError::new(
+            &codes::VM_SHUTDOWN_TIMEOUT,
+            [vm.to_owned(), timeout.as_secs().to_string()],
+        ))
+    }
+
+    /// Stops the VMM at once (killing it if it does not answer) and waits for the end.
+    fn hard_stop(&self, vm: &str, intent: Intent) -> Result<(), ApiError> {
+        let Some(r) = self.running(vm) else {
+            // Ended meanwhile: it is halted, or being restarted by its own end.
+            return Ok(());
+        };
+        r.set_intent(intent);
+        if self.vmm_call(&r, Vmm::stop).is_err() || !r.wait_ended(HARD_STOP_TIMEOUT) {
+            self.vmm_call(&r, Vmm::kill)?;
+            if !r.wait_ended(HARD_STOP_TIMEOUT) {
+                return Err(internal(format!(
+                    "VM {vm}: fv-vmm did not end after SIGKILL"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn clean_shutdown(&self, ctx: &CallContext, vm: &str) -> Result<(), ApiError> {
+        let timeout = self.inner.clean_shutdown_timeout;
+        self.with_op(
+            ctx,
+            vm,
+            "clean_shutdown",
+            |tx| require_state(tx, vm, &["Running"]).map(drop),
+            || self.clean_stop(vm, Intent::Halt, timeout),
+        )
+    }
+
+    fn clean_reboot(&self, ctx: &CallContext, vm: &str) -> Result<(), ApiError> {
+        let timeout = self.inner.clean_shutdown_timeout;
+        self.with_op(
+            ctx,
+            vm,
+            "clean_reboot",
+            |tx| require_state(tx, vm, &["Running"]).map(drop),
+            || self.clean_stop(vm, Intent::Reboot, timeout),
+        )
+    }
+
+    /// XAPI's `VM.shutdown`: clean first, hard when the guest does not answer in time.
+    fn shutdown(&self, ctx: &CallContext, vm: &str) -> Result<(), ApiError> {
+        let grace = SHUTDOWN_GRACE.min(self.inner.clean_shutdown_timeout);
+        let state = self
+            .api()?
+            .db()
+            .read(|tx| require_state(tx, vm, &["Running", "Paused"]))?;
+        if state == "Running" {
+            match self.with_op(
+                ctx,
+                vm,
+                "clean_shutdown",
+                |_| Ok(()),
+                || self.clean_stop(vm, Intent::Halt, grace),
+            ) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.code == codes::VM_SHUTDOWN_TIMEOUT.name => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.hard_shutdown(ctx, vm)
+    }
+
+    fn hard_shutdown(&self, ctx: &CallContext, vm: &str) -> Result<(), ApiError> {
+        self.with_op(
+            ctx,
+            vm,
+            "hard_shutdown",
+            |tx| require_state(tx, vm, &["Running", "Paused"]).map(drop),
+            || self.hard_stop(vm, Intent::Halt),
+        )
+    }
+
+    fn hard_reboot(&self, ctx: &CallContext, vm: &str) -> Result<(), ApiError> {
+        self.with_op(
+            ctx,
+            vm,
+            "hard_reboot",
+            |tx| require_state(tx, vm, &["Running", "Paused"]).map(drop),
+            || self.hard_stop(vm, Intent::Reboot),
+        )
+    }
+
+    /// Marks the VM halted. If its VMM still runs, it is stopped first: the database
+    /// must not say halted while a guest runs.
+    fn power_state_reset(&self, ctx: &CallContext, vm: &str) -> Result<(), ApiError> {
+        self.with_op(
+            ctx,
+            vm,
+            "power_state_reset",
+            |_| Ok(()),
+            || {
+                self.hard_stop(vm, Intent::Halt)?;
+                self.api()?.db().write(|tx| {
+                    ops::set_power_state(tx, vm, "Halted")?;
+                    tx.set("VM", vm, "resident_on", s("OpaqueRef:NULL"))?;
+                    tx.set("VM", vm, "domid", Value::Int(-1))
+                })
+            },
+        )
+    }
+
+    /// Removes a halted VM with its VBDs, VIFs, consoles and metrics (not its VDIs).
+    fn destroy(&self, ctx: &CallContext, vm: &str) -> Result<(), ApiError> {
+        let db = self.api()?.db();
+        let key = ctx.task.clone().unwrap_or_else(new_ref);
+        db.write(|tx| {
+            require_state(tx, vm, &["Halted"])?;
+            ops::begin(tx, vm, &key, "destroy")?;
+            for (class, field) in [("VBD", "VBDs"), ("VIF", "VIFs"), ("console", "consoles")] {
+                if let Value::Array(refs) = tx.get("VM", vm, field)? {
+                    for r in refs.iter().filter_map(Value::as_str) {
+                        tx.destroy(class, r)?;
+                    }
+                }
+            }
+            let metrics = get_str(tx, "VM", vm, "metrics")?;
+            tx.destroy("VM", vm)?;
+            if tx.exists("VM_metrics", &metrics)? {
+                tx.destroy("VM_metrics", &metrics)?;
+            }
+            Ok(())
+        })
+    }
+
+    // ---- settings ----
+
+    /// The device numbers (`userdevice`) not yet taken by the VM's VBDs or VIFs.
+    fn free_devices(&self, vm: &str, vbds: bool) -> Result<Value, ApiError> {
+        let (class, field, count) = if vbds {
+            ("VBD", "VBDs", 16)
+        } else {
+            ("VIF", "VIFs", 7)
+        };
+        let key = if vbds { "userdevice" } else { "device" };
+        let taken: Vec<String> = self.api()?.db().read(|tx| {
+            let mut out = Vec::new();
+            if let Value::Array(refs) = tx.get("VM", vm, field)? {
+                for r in refs.iter().filter_map(Value::as_str) {
+                    out.push(get_str(tx, class, r, key)?);
+                }
+            }
+            Ok(out)
+        })?;
+        Ok(Value::Array(
+            (0..count)
+                .map(|i| i.to_string())
+                .filter(|d| !taken.contains(d))
+                .map(Value::String)
+                .collect(),
+        ))
+    }
+
+    /// Sets `fields` of `vm` together, after `check` on the record as it would become.
+    fn set_fields(
+        &self,
+        vm: &str,
+        halted_only: bool,
+        fields: Vec<(&str, Value)>,
+    ) -> Result<(), ApiError> {
+        self.api()?.db().write(|tx| {
+            if halted_only {
+                require_state(tx, vm, &["Halted"])?;
+            }
+            for (f, v) in &fields {
+                tx.set("VM", vm, f, v.clone())?;
+            }
+            check_limits(tx, vm)
+        })
+    }
+
+    fn setting(&self, msg: &str, vm: &str, args: &[Value]) -> Option<Result<(), ApiError>> {
+        let int = |i: usize| Value::Int(args.get(i).and_then(Value::as_int).unwrap_or(-1));
+        let arg = |i: usize| args.get(i).cloned().unwrap_or_else(Value::void);
+        Some(match msg {
+            "set_VCPUs_max" => self.set_fields(vm, true, vec![("VCPUs_max", int(1))]),
+            "set_VCPUs_at_startup" => self.set_fields(vm, true, vec![("VCPUs_at_startup", int(1))]),
+            "set_memory_static_max" => {
+                self.set_fields(vm, true, vec![("memory_static_max", int(1))])
+            }
+            "set_memory_dynamic_range" => self.set_fields(
+                vm,
+                false,
+                vec![
+                    ("memory_dynamic_min", int(1)),
+                    ("memory_dynamic_max", int(2)),
+                ],
+            ),
+            "set_memory_limits" => self.set_fields(
+                vm,
+                true,
+                vec![
+                    ("memory_static_min", int(1)),
+                    ("memory_static_max", int(2)),
+                    ("memory_dynamic_min", int(3)),
+                    ("memory_dynamic_max", int(4)),
+                ],
+            ),
+            "set_memory" => self.set_fields(
+                vm,
+                true,
+                vec![
+                    ("memory_static_max", int(1)),
+                    ("memory_dynamic_min", int(1)),
+                    ("memory_dynamic_max", int(1)),
+                    ("memory_target", int(1)),
+                ],
+            ),
+            "set_actions_after_crash" => {
+                self.set_fields(vm, false, vec![("actions_after_crash", arg(1))])
+            }
+            "set_HVM_boot_policy" => self.set_fields(vm, false, vec![("HVM_boot_policy", arg(1))]),
+            "set_domain_type" => self.set_fields(vm, false, vec![("domain_type", arg(1))]),
+            _ => return None,
+        })
+    }
+
+    // ---- after a restart of the daemon ----
+
+    /// Finds the VMMs of the VMs the database says run, and moves on those that ended
+    /// while the daemon was away. Clears operations no daemon carries on.
+    pub fn reconcile(&self) -> Result<(), ApiError> {
+        let db = self.api()?.db();
+        db.write(ops::clear_all)?;
+        let vms = db.read(|tx| {
+            let mut out = Vec::new();
+            for vm in tx.refs("VM")? {
+                let state = get_str(tx, "VM", &vm, "power_state")?;
+                if state == "Running" || state == "Paused" {
+                    out.push((vm.clone(), get_str(tx, "VM", &vm, "uuid")?));
+                }
+            }
+            Ok(out)
+        })?;
+        for (vm, uuid) in vms {
+            let dir = self.run_dir(&uuid);
+            match Vmm::adopt(dir.clone()) {
+                Ok(Some(vmm)) => {
+                    let state = match vmm.info() {
+                        Ok(info) if info["state"] == "Paused" => "Paused",
+                        _ => "Running",
+                    };
+                    db.write(|tx| ops::set_power_state(tx, &vm, state))?;
+                    tracing::info!("VM {uuid}: adopted fv-vmm {} ({state})", vmm.pid());
+                    self.watch(&vm, vmm);
+                }
+                Ok(None) => {
+                    let exit = dir.last_exit();
+                    tracing::info!("VM {uuid}: ended while fvd was away: {exit:?}");
+                    if let Err(e) = self.after_exit(&vm, Intent::Guest, &exit) {
+                        tracing::error!("VM {uuid}: {e:?}");
+                    }
+                }
+                Err(e) => tracing::error!("VM {uuid}: cannot adopt its fv-vmm: {e}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// XenAPI's limits on a VM's vCPUs and memory.
+fn check_limits(tx: &Tx<'_>, vm: &str) -> Result<(), ApiError> {
+    let int = |f: &str| -> Result<i64, ApiError> { Ok(tx.get("VM", vm, f)?.as_int().unwrap_or(0)) };
+    let (max, at_startup) = (int("VCPUs_max")?, int("VCPUs_at_startup")?);
+    if !(1..=32).contains(&max) || !(1..=max).contains(&at_startup) {
+        return Err(ApiError::new(
+            &codes::INVALID_VALUE,
+            [
+                "VCPUs_at_startup".to_owned(),
+                format!("{at_startup} (VCPUs_max {max}; 1 <= VCPUs_at_startup <= VCPUs_max <= 32)"),
+            ],
+        ));
+    }
+    let m = [
+        int("memory_static_min")?,
+        int("memory_dynamic_min")?,
+        int("memory_dynamic_max")?,
+        int("memory_static_max")?,
+    ];
+    if m[0] < 0 || m.windows(2).any(|w| w[0] > w[1]) {
+        return Err(ApiError::new(
+            &codes::MEMORY_CONSTRAINT_VIOLATION,
+            ["0 <= static_min <= dynamic_min <= dynamic_max <= static_max"],
+        ));
+    }
+    Ok(())
+}
+
+/// The VM's `VM_metrics` record, made if it has none.
+fn metrics_of(tx: &mut Tx<'_>, vm: &str) -> Result<String, ApiError> {
+    let current = get_str(tx, "VM", vm, "metrics")?;
+    if tx.exists("VM_metrics", &current)? {
+        return Ok(current);
+    }
+    let metrics = tx.create("VM_metrics", BTreeMap::new())?;
+    tx.set("VM", vm, "metrics", s(&metrics))?;
+    Ok(metrics)
+}
+
+fn not_implemented(class: &Class, msg: &Message, why: &str) -> ApiError {
+    ApiError::new(
+        &codes::NOT_IMPLEMENTED,
+        [format!("{}.{}: {why}", class.name, msg.name)],
+    )
+}
+
+impl Actions for Vms {
+    /// A VM made through `VM.create` is halted, and allowed what a halted VM is.
+    fn created(&self, tx: &mut Tx<'_>, class: &'static Class, r: &str) -> Result<(), ApiError> {
+        if class.name == "VM" {
+            ops::refresh(tx, r)?;
+            check_limits(tx, r)?;
+        }
+        Ok(())
+    }
+
+    fn call(
+        &self,
+        ctx: &CallContext,
+        class: &'static Class,
+        msg: &'static Message,
+        args: Vec<Value>,
+    ) -> Result<Value, ApiError> {
+        if class.name != "VM" {
+            return Err(not_implemented(class, msg, "not in this version"));
+        }
+        let vm = arg_ref(&args, 0);
+        let done = |r: Result<(), ApiError>| r.map(|()| Value::void());
+        match msg.name {
+            "start" => done(self.start(ctx, &vm, arg_bool(&args, 1))),
+            "pause" => done(self.pause(ctx, &vm)),
+            "unpause" => done(self.unpause(ctx, &vm)),
+            "clean_shutdown" => done(self.clean_shutdown(ctx, &vm)),
+            "clean_reboot" => done(self.clean_reboot(ctx, &vm)),
+            "shutdown" => done(self.shutdown(ctx, &vm)),
+            "hard_shutdown" => done(self.hard_shutdown(ctx, &vm)),
+            "hard_reboot" => done(self.hard_reboot(ctx, &vm)),
+            "power_state_reset" => done(self.power_state_reset(ctx, &vm)),
+            "destroy" => done(self.destroy(ctx, &vm)),
+            "get_allowed_VBD_devices" | "get_allowed_VIF_devices" => {
+                self.free_devices(&vm, msg.name == "get_allowed_VBD_devices")
+            }
+            other => match self.setting(other, &vm, &args) {
+                Some(r) => done(r),
+                None => Err(not_implemented(class, msg, "not in this version")),
+            },
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! A real fvd for the tests: started on a free port with plain HTTP, a fresh data
+//! directory and a known root password, with the fv-vmm binary of this build; plus a small
+//! XML-RPC client over fv-rpc and the tiny guests.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fv_rpc::{xmlrpc, Failure, Value};
+
+pub const ROOT_PASSWORD: &str = "fvd-test-root";
+
+/// A binary of this build: `target/<profile>/<name>`, beside the test's `deps/` directory.
+pub fn built_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join(name))
+        .expect("target directory");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build -p {name}, or cargo test --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// `tests/guests/<name>.S`, built once per test process.
+pub fn tiny_guest(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guests");
+    fv_testhost::build_tiny_guest(name, &dir).expect("build a tiny guest")
+}
+
+/// A fresh directory, removed on drop; short, for Unix socket paths.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("fvd-{}-{n}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        kill_vmms(&self.0.join("data"));
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills the fv-vmm processes recorded under a data directory, so no test leaks VMs.
+pub fn kill_vmms(data: &Path) {
+    let Ok(dirs) = std::fs::read_dir(data.join("vms")) else {
+        return;
+    };
+    for d in dirs.flatten() {
+        if let Some(vmm) = fv_vmmctl::Vmm::adopt(fv_vmmctl::RunDir::new(d.path()))
+            .ok()
+            .flatten()
+        {
+            let _ = vmm.kill();
+        }
+    }
+}
+
+/// A running fvd.
+pub struct Fvd {
+    child: Child,
+    pub data: PathBuf,
+    pub url: String,
+    /// Everything fvd wrote to stderr so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Fvd {
+    /// Starts fvd on `data` (created at first start) and waits until it serves.
+    pub fn start(data: &Path) -> Fvd {
+        let mut child = Command::new(built_binary("fvd"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--insecure-http"])
+            .arg("--fv-vmm")
+            .arg(built_binary("fv-vmm"))
+            .env("FV_ROOT_PASSWORD", ROOT_PASSWORD)
+            .env("FVD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fvd");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("fvd ready: http://").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(addr);
+                }
+                let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("fvd did not become ready:\n{}", log.lock().unwrap());
+            }
+        };
+        Fvd {
+            child,
+            data: data.to_path_buf(),
+            url: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            addr: self.url.trim_start_matches("http://").to_owned(),
+            session: None,
+        }
+    }
+
+    /// A client logged in as root.
+    pub fn root(&self) -> Client {
+        let mut c = self.client();
+        c.login("root", ROOT_PASSWORD).expect("root logs in");
+        c
+    }
+}
+
+impl Drop for Fvd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking XML-RPC client; `call` adds the session as the first parameter.
+#[derive(Clone)]
+pub struct Client {
+    pub addr: String,
+    pub session: Option<String>,
+}
+
+pub fn s(v: &str) -> Value {
+    Value::String(v.to_owned())
+}
+
+impl Client {
+    /// POSTs `body` to `path` and returns the status and response body.
+    pub fn post(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.addr).expect("connect to fvd");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        // The server may answer before reading everything (a body over its limit).
+        let _ = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body));
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned();
+        (status, body)
+    }
+
+    /// One XML-RPC call with exactly `params`.
+    pub fn raw_call(&self, method: &str, params: &[Value]) -> Result<Value, Failure> {
+        let body = xmlrpc::encode_call(method, params);
+        let (status, text) = self.post("/", "text/xml", body.as_bytes());
+        assert_eq!(status, 200, "{method}: HTTP {status}: {text}");
+        xmlrpc::parse_response(text.as_bytes()).expect("a XenAPI response")
+    }
+
+    pub fn call(&self, method: &str, params: &[Value]) -> Result<Value, Failure> {
+        let mut all = vec![s(self.session.as_deref().expect("logged in"))];
+        all.extend_from_slice(params);
+        self.raw_call(method, &all)
+    }
+
+    /// A call that must succeed.
+    pub fn ok(&self, method: &str, params: &[Value]) -> Value {
+        self.call(method, params)
+            .unwrap_or_else(|f| panic!("{method}: {f}"))
+    }
+
+    /// The error code of a call that must fail.
+    pub fn err(&self, method: &str, params: &[Value]) -> Failure {
+        match self.call(method, params) {
+            Ok(v) => panic!("{method} succeeded ({v:?}) but should have failed"),
+            Err(f) => f,
+        }
+    }
+
+    pub fn login(&mut self, user: &str, password: &str) -> Result<(), Failure> {
+        let r = self.raw_call(
+            "session.login_with_password",
+            &[s(user), s(password), s("1.0"), s("fvd-tests")],
+        )?;
+        self.session = r.as_str().map(str::to_owned);
+        Ok(())
+    }
+
+    /// A VM that boots tiny guest `guest` (64 MiB, 1 vCPU).
+    pub fn tiny_vm(&self, name: &str, guest: &str) -> String {
+        let kernel = tiny_guest(guest);
+        let rec = Value::Struct(
+            [
+                ("name_label", s(name)),
+                ("PV_kernel", s(kernel.to_str().unwrap())),
+                ("memory_static_max", Value::Int(64 << 20)),
+                ("memory_dynamic_max", Value::Int(64 << 20)),
+                ("memory_dynamic_min", Value::Int(64 << 20)),
+                ("memory_static_min", Value::Int(64 << 20)),
+                ("VCPUs_max", Value::Int(1)),
+                ("VCPUs_at_startup", Value::Int(1)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        );
+        self.ok("VM.create", &[rec]).as_str().unwrap().to_owned()
+    }
+
+    pub fn field(&self, class: &str, r: &str, field: &str) -> Value {
+        self.ok(&format!("{class}.get_{field}"), &[s(r)])
+    }
+
+    pub fn power_state(&self, vm: &str) -> String {
+        self.field("VM", vm, "power_state")
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Waits until `vm`'s power state is `want`.
+    pub fn wait_power_state(&self, vm: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.power_state(vm);
+            if now == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "VM {vm} stayed {now}, expected {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Whether process `pid` is alive (and not a zombie).
+pub fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s.rsplit_once(')')?.1.split_whitespace().next()?.to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// The interpreter that has the XenAPI Python SDK (see scripts/install-deps.sh).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("FV_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = std::env::var_os("FV_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".local/share/ferrovisor/venv")
+        });
+    let py = venv.join("bin/python3");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/install-deps.sh (it installs PyPI's xenapi)",
+        py.display()
+    );
+    py
+}
