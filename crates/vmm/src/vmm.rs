@@ -177,7 +177,7 @@ impl Vmm {
     }
 }
 
-/// Longest a hard stop waits for its HTTP response to be written.
+/// Longest the main loop waits for an API response to be written before going on.
 const STOP_REPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves API requests and VM-exit notifications on the main thread.
@@ -296,10 +296,11 @@ impl Controller {
             let stop = request.action == VmmAction::Stop && result.is_ok();
             // The API thread may have given up waiting; the action still happened.
             let _ = request.reply.send(result);
+            // Let the client get its answer before the VM can end: after a stop, and also
+            // after a resume or reset whose guest powers off at once. A client that
+            // vanished disconnects the channel at once.
+            let _ = request.sent.recv_timeout(STOP_REPLY_GRACE);
             if stop {
-                // Let the client get its 204 before the process goes away; a client that
-                // vanished disconnects the channel at once.
-                let _ = request.sent.recv_timeout(STOP_REPLY_GRACE);
                 self.exit.request(VmExit::PowerOff);
             }
         }

@@ -48,8 +48,14 @@ fn a_paused_start_then_serial_output_and_a_poweroff() {
         "still running"
     );
     vmm.resume().unwrap();
-    let mut out = String::new();
-    serial.read_to_string(&mut out).unwrap();
+    let mut out = Vec::new();
+    if let Err(e) = serial.read_to_end(&mut out) {
+        panic!(
+            "reading the serial console: {e} (got {:?})",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    let out = String::from_utf8_lossy(&out);
     assert!(out.contains("hello from ferrovisor\n"), "{out:?}");
     assert_eq!(wait(&mut vmm), Exit::PowerOff);
     // The same answer again, and the run directory says so too.
@@ -81,6 +87,22 @@ fn a_restarted_supervisor_adopts_a_running_vmm() {
     let rundir = RunDir::new(dir.join("vm"));
     assert!(Vmm::adopt(rundir.clone()).unwrap().is_none());
     assert_eq!(rundir.last_exit(), Exit::PowerOff);
+}
+
+#[test]
+fn a_vmm_whose_pid_file_was_never_written_is_found_by_its_socket() {
+    let dir = TempDir::new("sup-nopid");
+    let first = launch(&dir, "spin", false);
+    let pid = first.pid();
+    drop(first);
+    // The supervisor died between starting fv-vmm and recording it.
+    std::fs::remove_file(dir.join("vm").join("pid")).unwrap();
+    let mut vmm = Vmm::adopt(RunDir::new(dir.join("vm")))
+        .unwrap()
+        .expect("found through its API socket");
+    assert_eq!(vmm.pid(), pid);
+    vmm.stop().unwrap();
+    assert_eq!(wait(&mut vmm), Exit::PowerOff);
 }
 
 #[test]

@@ -160,11 +160,22 @@ impl Vmm {
         }
     }
 
-    /// Finds the VMM recorded in `dir` again (after fvd restarted). `None` when it is no
-    /// longer running: then [`RunDir::last_exit`] says why it ended.
+    /// Finds the VMM of `dir` again (after fvd restarted). `None` when it is no longer
+    /// running: then [`RunDir::last_exit`] says why it ended.
+    ///
+    /// The pid file names it; if there is none (the supervisor died between starting
+    /// fv-vmm and writing it), the processes are searched for the one serving this
+    /// directory's API socket, so that no VMM is left running unknown.
     pub fn adopt(dir: RunDir) -> Result<Option<Vmm>, Error> {
-        let Some(id) = dir.read_pid() else {
-            return Ok(None);
+        let id = match dir.read_pid() {
+            Some(id) => id,
+            None => match find_by_socket(&dir) {
+                Some(id) => {
+                    dir.write_pid(id)?;
+                    id
+                }
+                None => return Ok(None),
+            },
         };
         if start_time(id.pid) != Some(id.start_time) {
             return Ok(None);
@@ -312,6 +323,36 @@ impl Vmm {
     pub fn power_button(&self) -> Result<(), Error> {
         self.request("PUT", "/vm/power-button", None).map(drop)
     }
+}
+
+/// The live process whose command line gives `--api-socket` as `dir`'s socket.
+fn find_by_socket(dir: &RunDir) -> Option<ProcessId> {
+    let socket = dir.api_socket();
+    let want = socket.as_os_str().as_encoded_bytes();
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let mut args = cmdline.split(|b| *b == 0);
+        let serves_it = args
+            .by_ref()
+            .skip_while(|a| *a != b"--api-socket")
+            .nth(1)
+            .is_some_and(|a| a == want);
+        if serves_it {
+            if let Some(start_time) = start_time(pid) {
+                return Some(ProcessId { pid, start_time });
+            }
+        }
+    }
+    None
 }
 
 fn pid_of(pid: i32) -> Result<Pid, Error> {

@@ -661,44 +661,91 @@ impl Vms {
 
     // ---- after a restart of the daemon ----
 
-    /// Finds the VMMs of the VMs the database says run, and moves on those that ended
-    /// while the daemon was away. Clears operations no daemon carries on.
+    /// Makes the database agree with the fv-vmm processes after a restart of the daemon:
+    /// VMs whose VMM runs are adopted (also a VM recorded halted whose start was cut
+    /// short after fv-vmm began), VMs whose VMM ended meanwhile move on as their
+    /// `actions_after_*` say. Operations and tasks no daemon carries on are cleared.
     pub fn reconcile(&self) -> Result<(), ApiError> {
         let db = self.api()?.db();
         db.write(ops::clear_all)?;
+        let interrupted = ApiError::internal("fvd restarted while the task ran");
+        for t in db.read(|tx| tx.refs("task"))? {
+            if fv_xapi::task::status(db, &t)? == fv_xapi::task::Status::Pending {
+                fv_xapi::task::fail(db, &t, &interrupted)?;
+            }
+        }
         let vms = db.read(|tx| {
             let mut out = Vec::new();
             for vm in tx.refs("VM")? {
                 let state = get_str(tx, "VM", &vm, "power_state")?;
-                if state == "Running" || state == "Paused" {
-                    out.push((vm.clone(), get_str(tx, "VM", &vm, "uuid")?));
-                }
+                out.push((vm.clone(), get_str(tx, "VM", &vm, "uuid")?, state));
             }
             Ok(out)
         })?;
-        for (vm, uuid) in vms {
+        for (vm, uuid, recorded) in vms {
             let dir = self.run_dir(&uuid);
             match Vmm::adopt(dir.clone()) {
-                Ok(Some(vmm)) => {
-                    let state = match vmm.info() {
-                        Ok(info) if info["state"] == "Paused" => "Paused",
-                        _ => "Running",
+                Ok(Some(mut vmm)) => {
+                    let state = match settled_state(&mut vmm) {
+                        Ok(state) => state,
+                        // It was ending (a stop the last daemon sent) and has now ended.
+                        Err(exit) => {
+                            tracing::info!("VM {uuid}: its fv-vmm ended as fvd came: {exit:?}");
+                            if let Err(e) = self.after_exit(&vm, Intent::Guest, &exit) {
+                                tracing::error!("VM {uuid}: {e:?}");
+                            }
+                            continue;
+                        }
                     };
-                    db.write(|tx| ops::set_power_state(tx, &vm, state))?;
-                    tracing::info!("VM {uuid}: adopted fv-vmm {} ({state})", vmm.pid());
+                    let pid = vmm.pid();
+                    let host = self.inner.host.get().cloned().unwrap_or_default();
+                    db.write(|tx| {
+                        ops::set_power_state(tx, &vm, state)?;
+                        tx.set("VM", &vm, "domid", Value::Int(i64::from(pid)))?;
+                        tx.set("VM", &vm, "resident_on", s(&host))
+                    })?;
+                    tracing::info!("VM {uuid}: adopted fv-vmm {pid} ({state})");
                     self.watch(&vm, vmm);
                 }
-                Ok(None) => {
+                Ok(None) if recorded == "Running" || recorded == "Paused" => {
                     let exit = dir.last_exit();
                     tracing::info!("VM {uuid}: ended while fvd was away: {exit:?}");
                     if let Err(e) = self.after_exit(&vm, Intent::Guest, &exit) {
                         tracing::error!("VM {uuid}: {e:?}");
                     }
                 }
+                Ok(None) => {}
                 Err(e) => tracing::error!("VM {uuid}: cannot adopt its fv-vmm: {e}"),
             }
         }
         Ok(())
+    }
+}
+
+/// How long an adopted fv-vmm may take to answer (it may still be building its VM, or
+/// ending) before it is taken as running.
+const ADOPT_SETTLE: Duration = Duration::from_secs(5);
+
+/// The power state an adopted fv-vmm reports, once it answers; or how it ended, if it
+/// ends first (it was stopping when the last daemon died).
+fn settled_state(vmm: &mut Vmm) -> Result<&'static str, Exit> {
+    let deadline = Instant::now() + ADOPT_SETTLE;
+    loop {
+        if let Ok(info) = vmm.info() {
+            return Ok(if info["state"] == "Paused" {
+                "Paused"
+            } else {
+                "Running"
+            });
+        }
+        match vmm.wait(Some(Duration::from_millis(50))) {
+            Ok(Some(exit)) => return Err(exit),
+            Ok(None) | Err(_) if Instant::now() < deadline => {}
+            _ => {
+                tracing::warn!("fv-vmm {} does not answer; taken as running", vmm.pid());
+                return Ok("Running");
+            }
+        }
     }
 }
 

@@ -183,7 +183,17 @@ pub fn s(v: &str) -> Value {
 impl Client {
     /// POSTs `body` to `path` and returns the status and response body.
     pub fn post(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.addr).expect("connect to fvd");
+        self.try_post_as(path, content_type, body)
+            .expect("a response from fvd")
+    }
+
+    /// As [`Client::post`] of XML-RPC, or `None` if fvd is not there or did not answer.
+    pub fn try_post(&self, path: &str, body: &[u8]) -> Option<(u16, String)> {
+        self.try_post_as(path, "text/xml", body)
+    }
+
+    fn try_post_as(&self, path: &str, content_type: &str, body: &[u8]) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(&self.addr).ok()?;
         stream
             .set_read_timeout(Some(Duration::from_secs(120)))
             .unwrap();
@@ -200,16 +210,9 @@ impl Client {
         let mut raw = Vec::new();
         let _ = stream.read_to_end(&mut raw);
         let text = String::from_utf8_lossy(&raw).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map_or("", |(_, b)| b)
-            .to_owned();
-        (status, body)
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1.to_owned();
+        Some((status, body))
     }
 
     /// One XML-RPC call with exactly `params`.
