@@ -141,6 +141,84 @@ pub fn host_and_pool(api: &Api) -> Result<String, Error> {
         .map_err(setup)
 }
 
+/// The embedded defaults, made on the first start: a local file SR in DATA_DIR/sr/<uuid>
+/// (the pool's default SR) and a host-internal network, as XenServer makes "Local
+/// storage" and a host-internal management network. Later starts make each network's
+/// bridge again (bridges do not survive a reboot of the host).
+pub fn defaults(api: &Api, host: &str, data_dir: &Path) -> Result<(), Error> {
+    let db = api.db();
+    let has_sr = !db.read(|tx| tx.refs("SR")).map_err(setup)?.is_empty();
+    if !has_sr {
+        let uuid = fv_xapi::db::codec::new_uuid();
+        let dir = data_dir.join("sr").join(&uuid);
+        std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+        let path = dir.to_string_lossy().into_owned();
+        db.write(|tx| {
+            let sr = tx.create(
+                "SR",
+                BTreeMap::from([
+                    ("uuid".into(), s(&uuid)),
+                    ("name_label".into(), s("Local storage")),
+                    (
+                        "name_description".into(),
+                        s("Files in fvd's data directory"),
+                    ),
+                    ("type".into(), s("ext")),
+                    ("content_type".into(), s("user")),
+                ]),
+            )?;
+            tx.create(
+                "PBD",
+                BTreeMap::from([
+                    ("host".into(), s(host)),
+                    ("SR".into(), s(&sr)),
+                    ("device_config".into(), map(&[("path", &path)])),
+                ]),
+            )?;
+            for pool in tx.refs("pool")? {
+                tx.set("pool", &pool, "default_SR", s(&sr))?;
+            }
+            Ok(())
+        })
+        .map_err(setup)?;
+    }
+    let has_network = !db.read(|tx| tx.refs("network")).map_err(setup)?.is_empty();
+    if !has_network {
+        db.write(|tx| {
+            let net = tx.create(
+                "network",
+                BTreeMap::from([
+                    ("name_label".into(), s("Host internal network")),
+                    (
+                        "name_description".into(),
+                        s("A bridge on this host only: VMs on it reach each other"),
+                    ),
+                ]),
+            )?;
+            crate::objects::network_created(tx, &net)
+        })
+        .map_err(setup)?;
+    }
+    let bridges = db
+        .read(|tx| {
+            let mut out = Vec::new();
+            for n in tx.refs("network")? {
+                out.push(
+                    tx.get("network", &n, "bridge")?
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+            Ok(out)
+        })
+        .map_err(setup)?;
+    for bridge in bridges.iter().filter(|b| !b.is_empty()) {
+        crate::objects::ensure_bridge(bridge).map_err(setup)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

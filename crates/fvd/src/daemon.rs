@@ -42,6 +42,7 @@ pub fn start(options: &Options) -> Result<Daemon, Error> {
         .map_err(|e| Error::Setup(format!("{e:?}")))?;
     bootstrap::root_user(&api, dir)?;
     let host = bootstrap::host_and_pool(&api)?;
+    bootstrap::defaults(&api, &host, dir)?;
     vms.attach(api.clone(), host.clone());
     vms.reconcile()
         .map_err(|e| Error::Setup(format!("reconciling VMs: {e:?}")))?;

@@ -68,7 +68,7 @@ fn malformed_requests_get_xenapi_errors_and_change_nothing() {
     );
     // No call works without a valid session.
     let forged = Client {
-        addr: c.addr.clone(),
+        socket: c.socket.clone(),
         session: Some("OpaqueRef:forged".into()),
     };
     assert_eq!(forged.err("VM.destroy", &[s(&vm)]).code, "SESSION_INVALID");

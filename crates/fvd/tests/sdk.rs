@@ -13,7 +13,7 @@ fn the_xenapi_python_sdk_drives_a_vm_lifecycle() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk_lifecycle.py");
     let out = std::process::Command::new(python())
         .arg(&script)
-        .arg(&fvd.url)
+        .arg(fvd.sdk_url())
         .arg(ROOT_PASSWORD)
         .arg(tiny_guest("spin"))
         .output()
@@ -26,4 +26,24 @@ fn the_xenapi_python_sdk_drives_a_vm_lifecycle() {
         fvd.log()
     );
     println!("{stdout}");
+}
+
+/// Over HTTPS with the certificate fvd made at its first start: the SDK (told to accept a
+/// self-signed certificate, as one does for a fresh XenServer host) logs in and lists.
+#[test]
+fn the_sdk_logs_in_over_https() {
+    let dir = TempDir::new("tls");
+    let fvd = Fvd::start_with(&dir.0.join("data"), true);
+    assert!(fvd.tcp.starts_with("https://127.0.0.1:"), "{}", fvd.tcp);
+    let cert = std::fs::read_to_string(dir.0.join("data/fvd-cert.pem")).expect("certificate");
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
+    let script = format!(
+        "import XenAPI\n\
+         s = XenAPI.Session({:?}, ignore_ssl=True)\n\
+         s.xenapi.login_with_password('root', {ROOT_PASSWORD:?}, '1.0', 'tls-test')\n\
+         print('HOSTS', len(s.xenapi.host.get_all()))\n",
+        fvd.tcp
+    );
+    let out = fvd.in_netns(&[python().to_str().unwrap(), "-c", &script]);
+    assert!(out.contains("HOSTS 1"), "{out:?}\nfvd:\n{}", fvd.log());
 }

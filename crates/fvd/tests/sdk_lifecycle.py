@@ -10,7 +10,9 @@ import sys
 import XenAPI
 
 url, password, kernel = sys.argv[1:4]
-session = XenAPI.Session(url)
+# A URL whose host part is a socket path (/ written as _) goes over that Unix socket.
+transport = XenAPI.UDSTransport() if url.startswith("http://_") else None
+session = XenAPI.Session(url, transport=transport)
 session.xenapi.login_with_password("root", password, "1.0", "fvd-sdk-test")
 x = session.xenapi
 

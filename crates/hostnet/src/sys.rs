@@ -135,6 +135,19 @@ pub(crate) fn tun_set_offload(tun: BorrowedFd<'_>, flags: c_uint) -> io::Result<
     check(unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETOFFLOAD, c_ulong::from(flags)) })
 }
 
+/// TUNSETPERSIST: whether the interface outlives its last open file.
+pub(crate) fn tun_set_persist(tun: BorrowedFd<'_>, persist: bool) -> io::Result<()> {
+    // SAFETY: `tun` is open for the call; TUNSETPERSIST takes its argument by value (an
+    // unsigned long), no memory is passed.
+    check(unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETPERSIST,
+            c_ulong::from(u8::from(persist)),
+        )
+    })
+}
+
 /// An unbound AF_INET datagram socket: the handle the interface ioctls are made on. It
 /// belongs to the calling thread's network namespace, and so do the interfaces it reaches.
 pub(crate) fn control_socket() -> io::Result<OwnedFd> {

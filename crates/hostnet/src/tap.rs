@@ -78,6 +78,28 @@ impl Tap {
         })
     }
 
+    /// Makes the tap `name` outlive this process (until [`Tap::remove_persistent`]), so that
+    /// another process can attach to it with [`Tap::open`]: how fvd makes a VIF's tap, puts
+    /// it on its network's bridge, and hands it to fv-vmm. `AlreadyExists` if the name is
+    /// taken.
+    pub fn create_persistent(name: &str) -> Result<()> {
+        let tap = Self::create(name)?;
+        sys::tun_set_persist(tap.file.as_fd(), true)
+            .map_err(|e| HostnetError::ioctl("TUNSETPERSIST", name, e))
+    }
+
+    /// Removes a persistent tap (nothing if there is none). Fails with a `Busy` kind while
+    /// a process still holds it.
+    pub fn remove_persistent(name: &str) -> Result<()> {
+        let tap = match Self::open(name) {
+            Ok(tap) => tap,
+            Err(HostnetError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        sys::tun_set_persist(tap.file.as_fd(), false)
+            .map_err(|e| HostnetError::ioctl("TUNSETPERSIST", name, e))
+    }
+
     /// The interface's name (the kernel's choice when created from a pattern).
     pub fn name(&self) -> &str {
         &self.name
@@ -216,6 +238,28 @@ mod tests {
 
             let fixed = Tap::create("fvfixed").unwrap();
             assert_eq!(fixed.name(), "fvfixed");
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn persistent_taps_outlive_their_maker_until_removed() {
+        run_in_new_netns(|| {
+            Tap::create_persistent("fvpersist").unwrap();
+            assert!(link::exists("fvpersist").unwrap(), "kept after its file closed");
+            assert_eq!(
+                Tap::create_persistent("fvpersist").unwrap_err().kind(),
+                crate::ErrorKind::AlreadyExists
+            );
+            // Another holder attaches, as fv-vmm does; while it holds the tap, removal
+            // waits for it.
+            let held = Tap::open("fvpersist").unwrap();
+            assert!(!held.created());
+            drop(held);
+            Tap::remove_persistent("fvpersist").unwrap();
+            assert!(!link::exists("fvpersist").unwrap());
+            // Removing what is not there is not an error.
+            Tap::remove_persistent("fvpersist").unwrap();
         })
         .unwrap();
     }

@@ -1,11 +1,12 @@
-//! A real fvd for the tests: started on a free port with plain HTTP, a fresh data
-//! directory and a known root password, with the fv-vmm binary of this build; plus a small
-//! XML-RPC client over fv-rpc and the tiny guests.
+//! A real fvd for the tests: a fresh data directory, a known root password, the fv-vmm
+//! binary of this build, and a network namespace of its own (the bridges and taps it makes
+//! go away with it, and tests running side by side do not meet); the tests speak to it on
+//! its local socket. Plus a small XML-RPC client over fv-rpc, and the tiny guests.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,10 +33,18 @@ pub fn built_binary(name: &str) -> PathBuf {
     path
 }
 
-/// `tests/guests/<name>.S`, built once per test process.
+/// `tests/guests/<name>.S`, built once per test process (the builder names its
+/// temporary files by process, so threads must not build at once).
 pub fn tiny_guest(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guests");
-    fv_testhost::build_tiny_guest(name, &dir).expect("build a tiny guest")
+    let path = fv_testhost::build_tiny_guest(name, &dir).expect("build a tiny guest");
+    built.push((name.to_owned(), path.clone()));
+    path
 }
 
 /// A fresh directory, removed on drop; short, for Unix socket paths.
@@ -78,18 +87,42 @@ pub fn kill_vmms(data: &Path) {
 pub struct Fvd {
     child: Child,
     pub data: PathBuf,
-    pub url: String,
+    /// Its local API socket.
+    pub socket: PathBuf,
+    /// Its TCP URL (`http://` or `https://`), reachable only inside its network namespace.
+    pub tcp: String,
     /// Everything fvd wrote to stderr so far.
     pub log: Arc<Mutex<String>>,
 }
 
 impl Fvd {
-    /// Starts fvd on `data` (created at first start) and waits until it serves.
+    /// Starts fvd on `data` (created at first start) in a new network namespace and waits
+    /// until it serves.
     pub fn start(data: &Path) -> Fvd {
-        let mut child = Command::new(built_binary("fvd"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0", "--insecure-http"])
+        Self::start_with(data, false)
+    }
+
+    /// As [`Fvd::start`], serving HTTPS on TCP when `tls`.
+    pub fn start_with(data: &Path, tls: bool) -> Fvd {
+        let socket = data.join("fvd.sock");
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
+        .arg(built_binary("fvd"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"]);
+        if !tls {
+            cmd.arg("--insecure-http");
+        }
+        let mut child = cmd
+            .arg("--socket")
+            .arg(&socket)
             .arg("--fv-vmm")
             .arg(built_binary("fv-vmm"))
             .env("FV_ROOT_PASSWORD", ROOT_PASSWORD)
@@ -98,14 +131,14 @@ impl Fvd {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start fvd");
+            .expect("start fvd (with unshare from util-linux)");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("fvd ready: http://").nth(1) {
+                if let Some(rest) = line.split("fvd ready: ").nth(1) {
                     let addr = rest
                         .split_whitespace()
                         .next()
@@ -118,7 +151,7 @@ impl Fvd {
                 l.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        let tcp = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -128,13 +161,36 @@ impl Fvd {
         Fvd {
             child,
             data: data.to_path_buf(),
-            url: format!("http://{addr}"),
+            socket,
+            tcp,
             log,
         }
     }
 
+    /// fvd's pid (also the holder of its network namespace).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// A URL for the XenAPI Python SDK: its `UDSTransport` reads the socket's path from
+    /// the host part, `/` written as `_`.
+    pub fn sdk_url(&self) -> String {
+        let path = self.socket.to_str().expect("UTF-8 path");
+        assert!(
+            !path.contains('_'),
+            "the SDK cannot reach a socket path with _: {path}"
+        );
+        format!("http://{}/", path.replace('/', "_"))
+    }
+
+    /// Runs `cmd` in fvd's network namespace (with nsenter), returning its stdout.
+    pub fn in_netns(&self, cmd: &[&str]) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", self.pid()))
+            .args(cmd)
+            .output()
+            .expect("run nsenter");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// SIGKILL, as a crash would.
@@ -149,7 +205,7 @@ impl Fvd {
 
     pub fn client(&self) -> Client {
         Client {
-            addr: self.url.trim_start_matches("http://").to_owned(),
+            socket: self.socket.clone(),
             session: None,
         }
     }
@@ -169,10 +225,11 @@ impl Drop for Fvd {
     }
 }
 
-/// A blocking XML-RPC client; `call` adds the session as the first parameter.
+/// A blocking XML-RPC client on fvd's local socket; `call` adds the session as the first
+/// parameter.
 #[derive(Clone)]
 pub struct Client {
-    pub addr: String,
+    pub socket: PathBuf,
     pub session: Option<String>,
 }
 
@@ -193,14 +250,13 @@ impl Client {
     }
 
     fn try_post_as(&self, path: &str, content_type: &str, body: &[u8]) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(&self.addr).ok()?;
+        let mut stream = UnixStream::connect(&self.socket).ok()?;
         stream
             .set_read_timeout(Some(Duration::from_secs(120)))
             .unwrap();
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n\
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n",
-            self.addr,
             body.len()
         );
         // The server may answer before reading everything (a body over its limit).

@@ -1,0 +1,116 @@
+//! What fvd does when storage and network objects are made through the generic `create`
+//! (called in the creating transaction; an error undoes the creation).
+//!
+//! This is the small part of SRs and networks that running VMs need: a network's Linux
+//! bridge, and a VDI's file in a local file SR.
+
+use std::collections::BTreeMap;
+
+use fv_xapi::db::Tx;
+use fv_xapi::error::codes;
+use fv_xapi::{ApiError, Value};
+
+use crate::vm::sr_path;
+
+fn text(tx: &Tx<'_>, class: &str, r: &str, field: &str) -> Result<String, ApiError> {
+    Ok(tx
+        .get(class, r, field)?
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn host_error(what: String) -> impl FnOnce(fv_hostnet::HostnetError) -> ApiError {
+    move |e| ApiError::internal(format!("{what}: {e}"))
+}
+
+/// Makes `bridge` if it does not exist, and brings it up.
+pub fn ensure_bridge(bridge: &str) -> Result<(), ApiError> {
+    if !fv_hostnet::link::exists(bridge).map_err(host_error(format!("looking for {bridge}")))? {
+        fv_hostnet::link::create_bridge(bridge)
+            .map_err(host_error(format!("creating bridge {bridge}")))?;
+    }
+    fv_hostnet::link::set_up(bridge).map_err(host_error(format!("bringing {bridge} up")))
+}
+
+/// A new network gets a bridge: the one its record names, or `fvbr<N>`, the first free.
+pub fn network_created(tx: &mut Tx<'_>, network: &str) -> Result<(), ApiError> {
+    let mut bridge = text(tx, "network", network, "bridge")?;
+    if bridge.is_empty() {
+        let mut taken = Vec::new();
+        for other in tx.refs("network")? {
+            taken.push(text(tx, "network", &other, "bridge")?);
+        }
+        bridge = (0..)
+            .map(|n| format!("fvbr{n}"))
+            .find(|b| !taken.contains(b) && !fv_hostnet::link::exists(b).unwrap_or(true))
+            .unwrap_or_default();
+        tx.set("network", network, "bridge", Value::String(bridge.clone()))?;
+    }
+    if bridge.len() > 15
+        || !bridge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(ApiError::new(&codes::INVALID_VALUE, ["bridge", &bridge]));
+    }
+    ensure_bridge(&bridge)
+}
+
+/// The fields a client gives `VDI.create` (the others are the storage's to set).
+const VDI_CREATE_FIELDS: &[&str] = &[
+    "name_label",
+    "name_description",
+    "SR",
+    "virtual_size",
+    "type",
+    "sharable",
+    "read_only",
+    "other_config",
+    "xenstore_data",
+    "sm_config",
+    "tags",
+];
+
+/// `VDI.create(record)`: the record, and its file in the SR.
+pub fn vdi_create(tx: &mut Tx<'_>, record: &Value) -> Result<String, ApiError> {
+    let Value::Struct(given) = record else {
+        return Err(ApiError::field_type("args"));
+    };
+    let fields: BTreeMap<String, Value> = given
+        .iter()
+        .filter(|(k, _)| VDI_CREATE_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let vdi = tx.create("VDI", fields)?;
+    vdi_created(tx, &vdi)?;
+    Ok(vdi)
+}
+
+/// A new VDI in a file SR gets a sparse raw file of its virtual size.
+pub fn vdi_created(tx: &mut Tx<'_>, vdi: &str) -> Result<(), ApiError> {
+    let sr = text(tx, "VDI", vdi, "SR")?;
+    if !tx.exists("SR", &sr)? {
+        return Ok(());
+    }
+    let size = tx.get("VDI", vdi, "virtual_size")?.as_int().unwrap_or(0);
+    let size = u64::try_from(size)
+        .map_err(|_| ApiError::new(&codes::INVALID_VALUE, ["virtual_size", &size.to_string()]))?;
+    let uuid = text(tx, "VDI", vdi, "uuid")?;
+    let location = format!("{uuid}.raw");
+    let path = sr_path(tx, &sr)?.join(&location);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|f| f.set_len(size))
+        .map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())));
+    file?;
+    tx.set("VDI", vdi, "location", Value::String(location))?;
+    tx.set(
+        "VDI",
+        vdi,
+        "sm_config",
+        Value::Struct(BTreeMap::from([("type".to_owned(), Value::from("raw"))])),
+    )
+}

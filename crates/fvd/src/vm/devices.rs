@@ -1,0 +1,222 @@
+//! A VM's VBDs and VIFs as fv-vmm disks and NICs.
+//!
+//! A VBD's VDI is a file in its SR's directory (the SR's PBD on this host names it in
+//! `device_config:path`); its format is the VDI's `sm_config:type`, never probed (a guest
+//! that can write a raw image could make it look like qcow2). A VIF gets a persistent tap,
+//! named after the VM and the VIF's device, on its network's bridge; fv-vmm attaches to
+//! it, and fvd removes it when the VM halts.
+
+use std::path::PathBuf;
+
+use fv_xapi::db::Tx;
+use fv_xapi::error::codes;
+use fv_xapi::{ApiError, Value};
+use serde_json::json;
+
+fn text(tx: &Tx<'_>, class: &str, r: &str, field: &str) -> Result<String, ApiError> {
+    Ok(tx
+        .get(class, r, field)?
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn map_get(v: &Value, key: &str) -> Option<String> {
+    match v {
+        Value::Struct(m) => m.get(key).and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn refs(tx: &Tx<'_>, class: &str, r: &str, field: &str) -> Result<Vec<String>, ApiError> {
+    Ok(match tx.get(class, r, field)? {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+fn not_allowed(why: String) -> ApiError {
+    ApiError::new(&codes::OPERATION_NOT_ALLOWED, [why])
+}
+
+/// The directory of SR `sr` on this host, from its plugged PBD's `device_config:path`.
+pub fn sr_path(tx: &Tx<'_>, sr: &str) -> Result<PathBuf, ApiError> {
+    for pbd in refs(tx, "SR", sr, "PBDs")? {
+        if let Some(path) = map_get(&tx.get("PBD", &pbd, "device_config")?, "path") {
+            return Ok(PathBuf::from(path));
+        }
+    }
+    let name = text(tx, "SR", sr, "name_label")?;
+    Err(not_allowed(format!(
+        "SR {name} has no PBD with a device_config:path on this host"
+    )))
+}
+
+/// The VM's disks, in `userdevice` order, as fv-vmm's `disks` config.
+pub fn disks(tx: &Tx<'_>, vm: &str) -> Result<Vec<serde_json::Value>, ApiError> {
+    let mut vbds = Vec::new();
+    for vbd in refs(tx, "VM", vm, "VBDs")? {
+        let vdi = text(tx, "VBD", &vbd, "VDI")?;
+        let empty = matches!(tx.get("VBD", &vbd, "empty")?, Value::Bool(true));
+        if empty || !tx.exists("VDI", &vdi)? {
+            continue;
+        }
+        let userdevice = text(tx, "VBD", &vbd, "userdevice")?;
+        vbds.push((userdevice.parse::<u32>().unwrap_or(u32::MAX), vbd, vdi));
+    }
+    vbds.sort();
+    let mut out = Vec::new();
+    for (_, vbd, vdi) in vbds {
+        let sr = text(tx, "VDI", &vdi, "SR")?;
+        let location = text(tx, "VDI", &vdi, "location")?;
+        if location.is_empty() || location.contains('/') {
+            return Err(not_allowed(format!(
+                "VDI {vdi} has no usable location ({location:?})"
+            )));
+        }
+        let path = sr_path(tx, &sr)?.join(&location);
+        let format =
+            map_get(&tx.get("VDI", &vdi, "sm_config")?, "type").unwrap_or_else(|| "raw".to_owned());
+        if format != "raw" && format != "qcow2" {
+            return Err(not_allowed(format!(
+                "VDI {vdi} is {format}; disks are raw or qcow2"
+            )));
+        }
+        let readonly = text(tx, "VBD", &vbd, "mode")? == "RO"
+            || text(tx, "VBD", &vbd, "type")? == "CD"
+            || matches!(tx.get("VDI", &vdi, "read_only")?, Value::Bool(true));
+        // virtio-blk's serial holds 20 bytes: the start of the VDI's uuid names it.
+        let uuid = text(tx, "VDI", &vdi, "uuid")?;
+        out.push(json!({
+            "path": path,
+            "format": format,
+            "readonly": readonly,
+            "serial": uuid.chars().take(20).collect::<String>(),
+        }));
+    }
+    Ok(out)
+}
+
+/// A VIF of a VM about to start: its tap's name, its bridge and its MAC.
+pub struct Nic {
+    pub tap: String,
+    pub bridge: String,
+    pub mac: String,
+}
+
+/// The tap of the VIF with `device` on the VM with `vm_uuid`: `vif` + the uuid's first 8
+/// characters + `.` + the device, at most 15 characters as Linux requires.
+pub fn tap_name(vm_uuid: &str, device: &str) -> String {
+    let short: String = vm_uuid
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect();
+    let device: String = device
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(2)
+        .collect();
+    format!("vif{short}.{device}")
+}
+
+/// The VM's VIFs, in `device` order.
+pub fn nics(tx: &Tx<'_>, vm: &str) -> Result<Vec<Nic>, ApiError> {
+    let uuid = text(tx, "VM", vm, "uuid")?;
+    let mut vifs = Vec::new();
+    for vif in refs(tx, "VM", vm, "VIFs")? {
+        let device = text(tx, "VIF", &vif, "device")?;
+        vifs.push((device.parse::<u32>().unwrap_or(u32::MAX), device, vif));
+    }
+    vifs.sort();
+    let mut out = Vec::new();
+    for (_, device, vif) in vifs {
+        let network = text(tx, "VIF", &vif, "network")?;
+        let bridge = text(tx, "network", &network, "bridge")?;
+        if bridge.is_empty() {
+            return Err(not_allowed(format!("network {network} has no bridge")));
+        }
+        out.push(Nic {
+            tap: tap_name(&uuid, &device),
+            bridge,
+            mac: text(tx, "VIF", &vif, "MAC")?,
+        });
+    }
+    Ok(out)
+}
+
+/// Makes the NICs' taps and puts them on their bridges; returns fv-vmm's `nets` config.
+/// A tap left by an earlier run of the VM is replaced.
+pub fn plug(nics: &[Nic]) -> Result<Vec<serde_json::Value>, ApiError> {
+    let fail = |what: &str, e: fv_hostnet::HostnetError| ApiError::internal(format!("{what}: {e}"));
+    let mut out = Vec::new();
+    for nic in nics {
+        fv_hostnet::Tap::remove_persistent(&nic.tap)
+            .map_err(|e| fail("removing a stale tap", e))?;
+        fv_hostnet::Tap::create_persistent(&nic.tap).map_err(|e| fail("creating a tap", e))?;
+        fv_hostnet::link::add_to_bridge(&nic.bridge, &nic.tap)
+            .map_err(|e| fail(&format!("putting {} on {}", nic.tap, nic.bridge), e))?;
+        fv_hostnet::link::set_up(&nic.tap).map_err(|e| fail("bringing a tap up", e))?;
+        let mut net = json!({ "tap": nic.tap });
+        if !nic.mac.is_empty() {
+            net["mac"] = json!(nic.mac);
+        }
+        out.push(net);
+    }
+    Ok(out)
+}
+
+/// Removes the VM's taps (after it halted), best effort.
+pub fn unplug(vm_uuid: &str, devices: &[String]) {
+    for device in devices {
+        let tap = tap_name(vm_uuid, device);
+        if let Err(e) = fv_hostnet::Tap::remove_persistent(&tap) {
+            tracing::warn!("cannot remove tap {tap}: {e}");
+        }
+    }
+}
+
+/// The `device`s of the VM's VIFs.
+pub fn vif_devices(tx: &Tx<'_>, vm: &str) -> Result<Vec<String>, ApiError> {
+    refs(tx, "VM", vm, "VIFs")?
+        .iter()
+        .map(|vif| text(tx, "VIF", vif, "device"))
+        .collect()
+}
+
+/// A random locally administered, unicast MAC, as XAPI makes for a VIF without one.
+pub fn random_mac() -> Result<String, ApiError> {
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+    b[0] = (b[0] & 0xfc) | 0x02;
+    Ok(b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_names_fit_linux() {
+        let name = tap_name("0c899d3a-48af-4fb7-b8dc-c63329a9d6b0", "3");
+        assert_eq!(name, "vif0c899d3a.3");
+        assert!(tap_name("x", "123456789").len() <= 15);
+        assert_eq!(tap_name("../../etc", "a/b"), "vife.");
+    }
+
+    #[test]
+    fn random_macs_are_local_unicast() {
+        let mac = random_mac().unwrap();
+        let first = u8::from_str_radix(&mac[..2], 16).unwrap();
+        assert_eq!(first & 0x03, 0x02, "{mac}");
+        assert_eq!(mac.len(), 17);
+        assert_ne!(mac, random_mac().unwrap());
+    }
+}

@@ -1,0 +1,122 @@
+//! A VM's VBDs and VIFs become fv-vmm's disks and NICs: a VDI on the default local SR and a
+//! VIF on the host-internal network, made through the API, appear on the guest's PCI bus
+//! (the `pci_scan` tiny guest reports them on its serial console), the VIF's tap is on the
+//! network's bridge while the VM runs and gone once it halts.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::*;
+use fv_rpc::Value;
+
+fn record(pairs: &[(&str, Value)]) -> Value {
+    Value::Struct(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
+}
+
+#[test]
+fn vbds_and_vifs_become_disks_and_nics() {
+    let dir = TempDir::new("devices");
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+
+    // The embedded defaults: a local SR that is the pool's default, a host-internal network.
+    let pool = c.ok("pool.get_all", &[]);
+    let Value::Array(pools) = pool else { panic!() };
+    let sr = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
+    let sr = sr.as_str().unwrap().to_owned();
+    assert_eq!(c.field("SR", &sr, "name_label"), s("Local storage"));
+    let Value::Array(networks) = c.ok("network.get_all", &[]) else {
+        panic!()
+    };
+    let network = networks[0].as_str().unwrap().to_owned();
+    let bridge = c
+        .field("network", &network, "bridge")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        fvd.in_netns(&["ip", "-o", "link", "show", "dev", &bridge])
+            .contains(",UP"),
+        "bridge {bridge:?} is not up: {:?}",
+        fvd.in_netns(&["ip", "-o", "link", "show", "dev", &bridge])
+    );
+
+    let vm = c.tiny_vm("devices", "pci_scan");
+    let vdi = c.ok(
+        "VDI.create",
+        &[record(&[
+            ("name_label", s("disk 0")),
+            ("SR", s(&sr)),
+            ("virtual_size", Value::Int(4 << 20)),
+            ("type", s("user")),
+            ("sharable", Value::Bool(false)),
+            ("read_only", Value::Bool(false)),
+            ("other_config", Value::Struct(Default::default())),
+        ])],
+    );
+    let vdi = vdi.as_str().unwrap().to_owned();
+    c.ok(
+        "VBD.create",
+        &[record(&[
+            ("VM", s(&vm)),
+            ("VDI", s(&vdi)),
+            ("userdevice", s("0")),
+            ("bootable", Value::Bool(true)),
+            ("mode", s("RW")),
+            ("type", s("Disk")),
+            ("empty", Value::Bool(false)),
+        ])],
+    );
+    let vif = c.ok(
+        "VIF.create",
+        &[record(&[
+            ("device", s("0")),
+            ("network", s(&network)),
+            ("VM", s(&vm)),
+            ("MAC", s("")),
+            ("MTU", Value::Int(1500)),
+        ])],
+    );
+    let mac = c.field("VIF", vif.as_str().unwrap(), "MAC");
+    assert_eq!(
+        mac.as_str().unwrap().len(),
+        17,
+        "a MAC was generated: {mac:?}"
+    );
+
+    // Paused, so that the serial console is connected before the guest speaks.
+    c.ok("VM.start", &[s(&vm), Value::Bool(true), Value::Bool(false)]);
+    let uuid = c.field("VM", &vm, "uuid");
+    let run_dir = fvd.data.join("vms").join(uuid.as_str().unwrap());
+    let mut serial = UnixStream::connect(run_dir.join("serial.sock")).expect("serial");
+    serial
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let tap = format!("vif{}.0", &uuid.as_str().unwrap()[..8]);
+    let link = fvd.in_netns(&["ip", "-o", "link", "show", "dev", &tap]);
+    assert!(link.contains(&format!("master {bridge}")), "{tap}: {link}");
+    c.ok("VM.unpause", &[s(&vm)]);
+    let mut out = Vec::new();
+    let _ = serial.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    // virtio-net (1041) first, then virtio-blk (1042), as fv-vmm lays them out.
+    assert!(
+        out.contains("1af4:1041"),
+        "no NIC on the guest's bus:\n{out}"
+    );
+    assert!(
+        out.contains("1af4:1042"),
+        "no disk on the guest's bus:\n{out}"
+    );
+    c.wait_power_state(&vm, "Halted");
+    let gone = fvd.in_netns(&["ip", "-o", "link", "show", "dev", &tap]);
+    assert!(gone.is_empty(), "the tap outlived the VM: {gone}");
+}
