@@ -114,3 +114,70 @@ pub fn vdi_created(tx: &mut Tx<'_>, vdi: &str) -> Result<(), ApiError> {
         Value::Struct(BTreeMap::from([("type".to_owned(), Value::from("raw"))])),
     )
 }
+
+/// Copies `vdi` into SR `sr` as a new VDI (same name, size and type), file and all.
+pub fn vdi_copy(tx: &mut Tx<'_>, vdi: &str, sr: &str) -> Result<String, ApiError> {
+    let mut record = BTreeMap::new();
+    for f in [
+        "name_label",
+        "name_description",
+        "virtual_size",
+        "type",
+        "sharable",
+        "other_config",
+    ] {
+        record.insert(f.to_owned(), tx.get("VDI", vdi, f)?);
+    }
+    record.insert("read_only".to_owned(), Value::Bool(false));
+    record.insert("SR".to_owned(), Value::String(sr.to_owned()));
+    let format = match tx.get("VDI", vdi, "sm_config")? {
+        Value::Struct(m) => m
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("raw")
+            .to_owned(),
+        _ => "raw".to_owned(),
+    };
+    if format != "raw" {
+        return Err(ApiError::new(
+            &codes::OPERATION_NOT_ALLOWED,
+            [format!(
+                "copying a {format} VDI needs the storage layer; only raw is copied"
+            )],
+        ));
+    }
+    let from = sr_path(tx, &text(tx, "VDI", vdi, "SR")?)?.join(text(tx, "VDI", vdi, "location")?);
+    let new = vdi_create(tx, &Value::Struct(record))?;
+    let to = sr_path(tx, sr)?.join(text(tx, "VDI", &new, "location")?);
+    copy_sparse(&from, &to).map_err(|e| {
+        ApiError::internal(format!(
+            "copying {} to {}: {e}",
+            from.display(),
+            to.display()
+        ))
+    })?;
+    Ok(new)
+}
+
+/// Copies a file's data over an existing file of the same size, leaving holes where the
+/// source reads as zeroes (disks are mostly empty).
+fn copy_sparse(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    const CHUNK: usize = 1 << 20;
+    let mut src = std::fs::File::open(from)?;
+    let mut dst = std::fs::OpenOptions::new().write(true).open(to)?;
+    let len = src.metadata()?.len();
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < len {
+        let n = usize::try_from((len - done).min(CHUNK as u64)).unwrap_or(CHUNK);
+        src.read_exact(&mut buf[..n])?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            dst.seek(SeekFrom::Start(done))?;
+            dst.write_all(&buf[..n])?;
+        }
+        done += n as u64;
+    }
+    dst.set_len(len)?;
+    dst.sync_all()
+}

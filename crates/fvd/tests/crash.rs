@@ -70,11 +70,9 @@ fn stream(
                 r
             }
         };
-        match outcome {
-            // fvd is gone: stop.
-            None => break,
-            // XenAPI errors (a VM in the wrong state) are part of the stream.
-            Some(_) => {}
+        // fvd is gone: stop. XenAPI errors (a VM in the wrong state) are part of the stream.
+        if outcome.is_none() {
+            break;
         }
     }
     names

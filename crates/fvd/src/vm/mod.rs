@@ -5,6 +5,7 @@
 //! operation lock (`ops`); the fv-vmm process is the truth about whether a VM runs, and
 //! its end (seen through its pidfd) moves the VM on as `actions_after_*` say.
 
+mod clone;
 mod config;
 mod devices;
 mod ops;
@@ -871,6 +872,38 @@ impl Actions for Vms {
             "hard_reboot" => done(self.hard_reboot(ctx, &vm)),
             "power_state_reset" => done(self.power_state_reset(ctx, &vm)),
             "destroy" => done(self.destroy(ctx, &vm)),
+            "clone" | "copy" => {
+                let new_name = args
+                    .get(1)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let sr = arg_ref(&args, 2);
+                let target = if msg.name == "copy" && !sr.is_empty() && sr != "OpaqueRef:NULL" {
+                    clone::Target::Sr(&sr)
+                } else {
+                    clone::Target::SameSr
+                };
+                self.with_op(
+                    ctx,
+                    &vm,
+                    msg.name,
+                    |tx| require_state(tx, &vm, &["Halted"]).map(drop),
+                    || {
+                        self.api()?
+                            .db()
+                            .write(|tx| clone::copy_vm(tx, &vm, &new_name, target))
+                            .map(Value::String)
+                    },
+                )
+            }
+            "provision" => done(self.with_op(
+                ctx,
+                &vm,
+                "provision",
+                |tx| require_state(tx, &vm, &["Halted"]).map(drop),
+                || self.api()?.db().write(|tx| clone::provision(tx, &vm)),
+            )),
             "get_allowed_VBD_devices" | "get_allowed_VIF_devices" => {
                 self.free_devices(&vm, msg.name == "get_allowed_VBD_devices")
             }
