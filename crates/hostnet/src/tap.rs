@@ -246,7 +246,10 @@ mod tests {
     fn persistent_taps_outlive_their_maker_until_removed() {
         run_in_new_netns(|| {
             Tap::create_persistent("fvpersist").unwrap();
-            assert!(link::exists("fvpersist").unwrap(), "kept after its file closed");
+            assert!(
+                link::exists("fvpersist").unwrap(),
+                "kept after its file closed"
+            );
             assert_eq!(
                 Tap::create_persistent("fvpersist").unwrap_err().kind(),
                 crate::ErrorKind::AlreadyExists
