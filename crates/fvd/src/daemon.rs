@@ -10,6 +10,7 @@ use fv_xapi::Api;
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::error::Error;
+use crate::metrics::{self, Metrics};
 use crate::options::Options;
 use crate::vm::{Vms, CLEAN_SHUTDOWN_TIMEOUT};
 use crate::{bootstrap, listen, rpc, tls};
@@ -52,7 +53,14 @@ pub fn start(options: &Options) -> Result<Daemon, Error> {
 /// Runs fvd until SIGTERM or SIGINT. VMs keep running after it returns.
 pub async fn run(options: Options) -> Result<(), Error> {
     let daemon = start(&options)?;
-    let router = rpc::router(daemon.api.clone());
+    let metrics = Metrics::start(
+        &daemon.api,
+        &daemon.host,
+        &options.data_dir,
+        options.run_root(),
+    );
+    let router =
+        rpc::router(daemon.api.clone()).merge(metrics::routes(daemon.api.clone(), metrics.clone()));
 
     let tls = if options.insecure_http {
         None
@@ -79,7 +87,11 @@ pub async fn run(options: Options) -> Result<(), Error> {
         socket.display()
     );
     tokio::spawn(listen::serve_tcp(tcp, router.clone(), tls));
-    tokio::spawn(listen::serve_unix(unix, router));
+    // Requests on the local socket are marked: /metrics needs no login there.
+    tokio::spawn(listen::serve_unix(
+        unix,
+        router.layer(axum::Extension(metrics::LocalSocket)),
+    ));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(Error::io("handling", "SIGTERM"))?;
@@ -88,6 +100,7 @@ pub async fn run(options: Options) -> Result<(), Error> {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("fvd stopping; running VMs carry on");
+    let _ = tokio::task::spawn_blocking(move || metrics.stop()).await;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ mod bootstrap;
 mod daemon;
 mod error;
 mod listen;
+mod metrics;
 mod objects;
 mod options;
 mod rpc;
