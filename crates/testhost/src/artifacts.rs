@@ -38,6 +38,10 @@ const HOST_MODULES: &[&str] = &[
 ];
 /// Later network tests need taps and bridges; the host still works without them.
 const HOST_OPTIONAL: &[&str] = &["tun", "bridge"];
+/// The NIC driver for port forwarding (`RunOptions::forward`), dependencies included
+/// (failover, net_failover). In the initrd always, loaded only when a run forwards ports,
+/// so that other runs do not pay for it.
+const HOST_NET_MODULES: &[&str] = &["virtio_net"];
 
 /// The guest's modules: virtio transports and devices (vsock's `vsock` and
 /// `vmw_vsock_virtio_transport_common` come in as dependencies), the pvpanic driver (ACPI
@@ -216,7 +220,11 @@ impl Artifacts {
         let (busybox, busybox_id) = busybox()?;
         let host_dir = dir.join(format!("host-{}", host.key()));
         let guest_dir = dir.join(format!("guest-{}", guest.key()));
-        let host_key = initrd_key(HOST_INIT, HOST_MODULES, &busybox_id);
+        let host_key = initrd_key(
+            HOST_INIT,
+            &[HOST_MODULES, HOST_NET_MODULES].concat(),
+            &busybox_id,
+        );
         let guest_key = initrd_key(GUEST_INIT, GUEST_MODULES, &busybox_id);
         let guest_cpio = guest_dir.join(format!("initrd-{guest_key}.cpio"));
         let guest_gz = guest_dir.join(format!("initrd-{guest_key}.cpio.gz"));
@@ -437,28 +445,29 @@ fn base_initramfs(busybox: &Path, dirs: &[&str]) -> Result<Cpio, Error> {
     Ok(c)
 }
 
-/// Adds the resolved modules and an init script whose `@MODULES@` lists them in order.
+/// Adds the resolved modules and the init script, in which each group's placeholder
+/// (`@MODULES@`) becomes the list of its modules in load order.
 fn add_modules_and_init(
     c: &mut Cpio,
     tree: &ModuleTree,
-    rels: &[String],
+    groups: &[(&str, &[String])],
     init: &str,
 ) -> Result<(), Error> {
-    let mut names = Vec::new();
-    for rel in rels {
-        let name = ModuleTree::file_name(rel);
-        c.file(
-            &format!("/lib/modules/{name}"),
-            0o644,
-            &tree.read_stripped(rel)?,
-        );
-        names.push(name);
+    let mut init = init.to_owned();
+    for (placeholder, rels) in groups {
+        let mut names = Vec::new();
+        for rel in *rels {
+            let name = ModuleTree::file_name(rel);
+            c.file(
+                &format!("/lib/modules/{name}"),
+                0o644,
+                &tree.read_stripped(rel)?,
+            );
+            names.push(name);
+        }
+        init = init.replace(placeholder, &names.join(" "));
     }
-    c.file(
-        "/init",
-        0o755,
-        init.replace("@MODULES@", &names.join(" ")).as_bytes(),
-    );
+    c.file("/init", 0o755, init.as_bytes());
     Ok(())
 }
 
@@ -483,8 +492,15 @@ fn build_host(root: &Path, pkg: &Package, busybox: &Path, a: &Artifacts) -> Resu
     }
     let tree = ModuleTree::load(root, pkg.kernel_release())?;
     let rels = tree.resolve(HOST_MODULES, HOST_OPTIONAL)?;
+    // What the always-loaded set has (virtio, virtio_ring) is not loaded twice.
+    let net: Vec<String> = tree
+        .resolve(HOST_NET_MODULES, &[])?
+        .into_iter()
+        .filter(|m| !rels.contains(m))
+        .collect();
     let mut c = base_initramfs(busybox, &["/host"])?;
-    add_modules_and_init(&mut c, &tree, &rels, HOST_INIT)?;
+    let groups: [(&str, &[String]); 2] = [("@MODULES@", &rels), ("@NET_MODULES@", &net)];
+    add_modules_and_init(&mut c, &tree, &groups, HOST_INIT)?;
     write_atomic(&a.host_initrd, &c.finish())
 }
 
@@ -502,7 +518,7 @@ fn build_guest(root: &Path, pkg: &Package, busybox: &Path, a: &Artifacts) -> Res
     let tree = ModuleTree::load(root, pkg.kernel_release())?;
     let rels = tree.resolve(GUEST_MODULES, GUEST_MODULES)?;
     let mut c = base_initramfs(busybox, &["/root", "/etc"])?;
-    add_modules_and_init(&mut c, &tree, &rels, GUEST_INIT)?;
+    add_modules_and_init(&mut c, &tree, &[("@MODULES@", &rels)], GUEST_INIT)?;
     let cpio = c.finish();
     write_atomic(&a.guest_initrd_cpio, &cpio)?;
     require("gzip", "gzip")?;

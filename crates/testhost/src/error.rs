@@ -63,6 +63,10 @@ pub enum Error {
         output: String,
         stderr: String,
     },
+    /// QEMU could not listen on a forwarded host port (most likely in use); the emulated
+    /// host never started.
+    #[error("cannot forward the port (is it in use?): {detail}")]
+    ForwardUnavailable { detail: String },
     /// A guest boot check did not produce the expected ready line.
     #[error("guest did not report ready: {0}")]
     GuestNotReady(String),

@@ -15,6 +15,7 @@ mod error;
 mod ext4;
 mod guest;
 mod kernel;
+mod rootfs;
 mod run;
 mod tiny;
 mod tools;
@@ -24,6 +25,7 @@ pub use artifacts::{cache_dir, ArtifactName, Artifacts};
 pub use error::Error;
 pub use ext4::mkext4;
 pub use guest::{boot_guest, GuestBoot, GuestBootOptions, GUEST_CMDLINE};
+pub use rootfs::{build_rootfs, ROOTFS_MIB};
 pub use run::{run, run_with, RunOptions, RunOutput};
 pub use tiny::{build_tiny_guest, tiny_guest_sources};
 
@@ -96,6 +98,78 @@ mod tests {
         assert!(matches!(err, Error::Timeout { .. }), "{err}");
         // Killed, not waited for: far less than the 100 s the command wanted.
         assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    }
+
+    /// A free port on 127.0.0.1, as far as one can tell before QEMU binds it.
+    fn free_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        l.local_addr().expect("local address").port()
+    }
+
+    /// Connects to `port` until the server in the emulated host answers. Before QEMU is up
+    /// the connection is refused; while the emulated host boots, QEMU accepts it and retries
+    /// the guest side (TCP backoff: seconds), hence the long read timeout, which also keeps
+    /// a given-up connection from taking the server's one accept later; once the NIC is up
+    /// but nothing listens, QEMU closes it at once.
+    fn read_forwarded(
+        port: u16,
+        run: &std::thread::JoinHandle<Result<RunOutput, Error>>,
+    ) -> String {
+        use std::io::{Read, Write};
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let t = Instant::now();
+        while !run.is_finished() && t.elapsed() < Duration::from_secs(240) {
+            let answer = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                .and_then(|mut c| {
+                    c.set_read_timeout(Some(Duration::from_secs(120)))?;
+                    c.write_all(b"ping\n")?;
+                    let mut s = String::new();
+                    c.read_to_string(&mut s)?;
+                    Ok(s)
+                });
+            match answer {
+                Ok(s) if !s.is_empty() => return s,
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+        String::new()
+    }
+
+    #[test]
+    fn forwarded_port_reaches_a_server_in_the_emulated_host() {
+        let _g = BOOT.lock().unwrap_or_else(|e| e.into_inner());
+        // Another process may take the port between our check and QEMU's bind: try again.
+        for _ in 0..3 {
+            let port = free_port();
+            let o = RunOptions {
+                forward: vec![(port, 443)],
+                ..opts()
+            };
+            let t = Instant::now();
+            // One connection; the reply shows that bytes went both ways. Then the address
+            // the init gave the NIC.
+            let script = "busybox nc -l -p 443 -e sh -c 'read l; echo \"got $l\"' && \
+                          busybox ip -4 addr show dev eth0";
+            let server = std::thread::spawn(move || run(&o, &["sh", "-c", script]));
+            let answer = read_forwarded(port, &server);
+            let out = match server.join().expect("run thread") {
+                Err(Error::ForwardUnavailable { detail }) => {
+                    eprintln!("port {port} taken ({detail}); another one");
+                    continue;
+                }
+                other => other.expect("run"),
+            };
+            eprintln!(
+                "forwarded run: {:?} (answer after {:?})",
+                out.wall,
+                t.elapsed()
+            );
+            assert_eq!(answer, "got ping\n", "{}", out.output);
+            assert_eq!(out.status, 0, "{}", out.output);
+            assert!(out.output.contains("inet 10.0.2.15/24"), "{}", out.output);
+            return;
+        }
+        panic!("no free port in 3 tries");
     }
 
     #[test]

@@ -37,6 +37,10 @@ enum Cmd {
         /// Extra environment variable for the command (repeatable).
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Forward TCP port HOST on 127.0.0.1 here to port GUEST in the emulated host
+        /// (repeatable), e.g. `--forward 8443:443`.
+        #[arg(long = "forward", value_name = "HOST:GUEST")]
+        forward: Vec<String>,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
@@ -46,6 +50,9 @@ enum Cmd {
         image: PathBuf,
         size_mib: u64,
     },
+    /// Fill DIR with what fvd's `--template-dir` wants: Debian's kernel (`vmlinux`), the
+    /// guest initramfs (`initrd.img`) and a busybox root filesystem (`rootfs.img`).
+    TemplateDir { dir: PathBuf },
     /// Boot the test guest with QEMU (microvm, KVM) inside the emulated host and time it.
     BootGuest {
         /// Use this initramfs instead of guest-initrd.
@@ -58,6 +65,16 @@ enum Cmd {
         #[arg(long, default_value = "poweroff")]
         action: String,
     },
+}
+
+/// `HOST:GUEST`, two TCP port numbers.
+fn parse_forward(s: &str) -> Result<(u16, u16), Error> {
+    let bad = || Error::InvalidArgument(format!("--forward {s}: expected HOST:GUEST ports"));
+    let (host, guest) = s.split_once(':').ok_or_else(bad)?;
+    Ok((
+        host.parse().map_err(|_| bad())?,
+        guest.parse().map_err(|_| bad())?,
+    ))
 }
 
 fn main() -> ExitCode {
@@ -94,6 +111,7 @@ fn real_main() -> Result<ExitCode, Error> {
             smp,
             memory,
             env,
+            forward,
             command,
         } => {
             let env = env
@@ -106,6 +124,10 @@ fn real_main() -> Result<ExitCode, Error> {
                         })
                 })
                 .collect::<Result<_, _>>()?;
+            let forward = forward
+                .iter()
+                .map(|f| parse_forward(f))
+                .collect::<Result<_, _>>()?;
             let opts = RunOptions {
                 timeout: Some(Duration::from_secs(timeout)),
                 smp,
@@ -113,6 +135,7 @@ fn real_main() -> Result<ExitCode, Error> {
                 env,
                 cwd: None,
                 echo: true,
+                forward,
             };
             let argv: Vec<&str> = command.iter().map(String::as_str).collect();
             let out = fv_testhost::run(&opts, &argv)?;
@@ -125,6 +148,22 @@ fn real_main() -> Result<ExitCode, Error> {
             size_mib,
         } => {
             fv_testhost::mkext4(&dir, &image, size_mib)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::TemplateDir { dir } => {
+            let artifacts = Artifacts::prepare()?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.display())))?;
+            for (from, name) in [
+                (&artifacts.guest_vmlinux, "vmlinux"),
+                (&artifacts.guest_initrd, "initrd.img"),
+            ] {
+                std::fs::copy(from, dir.join(name)).map_err(|e| {
+                    Error::InvalidArgument(format!("copying {}: {e}", from.display()))
+                })?;
+            }
+            fv_testhost::build_rootfs(&dir.join("rootfs.img"))?;
+            println!("{}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::BootGuest {

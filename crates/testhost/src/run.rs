@@ -24,6 +24,10 @@ pub struct RunOptions {
     pub cwd: Option<PathBuf>,
     /// Copy the output to our stdout as it arrives (the CLI does).
     pub echo: bool,
+    /// TCP ports to forward, `(port on the real host's 127.0.0.1, port in the emulated
+    /// host)`. Non-empty: the emulated host gets a NIC (QEMU user networking, 10.0.2.15/24)
+    /// and a connection to `127.0.0.1:H` here reaches port `G` there.
+    pub forward: Vec<(u16, u16)>,
 }
 
 impl Default for RunOptions {
@@ -35,6 +39,7 @@ impl Default for RunOptions {
             env: Vec::new(),
             cwd: None,
             echo: false,
+            forward: Vec::new(),
         }
     }
 }
@@ -212,7 +217,13 @@ fn debug_enabled() -> bool {
 }
 
 /// The emulated host's kernel command line.
-fn kernel_cmdline(debug: bool, tsc_khz: Option<u64>, script: &str, nonce: &str) -> String {
+fn kernel_cmdline(
+    debug: bool,
+    tsc_khz: Option<u64>,
+    net: bool,
+    script: &str,
+    nonce: &str,
+) -> String {
     let mut s = String::from("console=ttyS0 panic=-1");
     s += if debug {
         " fv.debug=1"
@@ -226,8 +237,46 @@ fn kernel_cmdline(debug: bool, tsc_khz: Option<u64>, script: &str, nonce: &str) 
     if let Some(khz) = tsc_khz {
         s += &format!(" tsc_early_khz={khz}");
     }
+    // Only then does the init load the NIC driver and configure it (runs without stay as fast).
+    if net {
+        s += " fv.net=1";
+    }
     s += &format!(" fv.script={script} fv.nonce={nonce}");
     s
+}
+
+/// QEMU's `-netdev` for the port forwards (None: no NIC at all).
+///
+/// User networking needs no privileges or host setup; its fixed addresses (guest
+/// 10.0.2.15, gateway 10.0.2.2) are what the init configures. The host side binds
+/// 127.0.0.1 only: the forwarded services are for this machine's user, not its network.
+fn netdev_arg(forward: &[(u16, u16)]) -> Result<Option<String>, Error> {
+    if forward.is_empty() {
+        return Ok(None);
+    }
+    let mut s = String::from("user,id=fwd");
+    for (i, &(host, guest)) in forward.iter().enumerate() {
+        if host == 0 || guest == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "port forward {host}:{guest}: ports must be 1-65535"
+            )));
+        }
+        if forward[..i].iter().any(|&(h, _)| h == host) {
+            return Err(Error::InvalidArgument(format!(
+                "host port {host} forwarded twice"
+            )));
+        }
+        s += &format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}");
+    }
+    Ok(Some(s))
+}
+
+/// QEMU's complaint when a forwarded host port cannot be bound (already in use).
+fn forward_failure(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find(|l| l.contains("Could not set up host forwarding rule"))
+        .map(str::to_owned)
 }
 
 /// Boots the emulated host and runs `argv` inside it (see the crate docs).
@@ -270,6 +319,7 @@ fn run_once(artifacts: &Artifacts, opts: &RunOptions, argv: &[&str]) -> Result<R
         None => std::env::current_dir().map_err(Error::io("reading current directory", "."))?,
     };
     let script = command_script(opts, &cwd, argv)?;
+    let netdev = netdev_arg(&opts.forward)?;
     let nonce = nonce();
     let script_path = std::env::temp_dir().join(format!("fv-testhost-{nonce}.sh"));
     let script_str = script_path.to_str().unwrap_or_default().to_owned();
@@ -313,7 +363,13 @@ fn run_once(artifacts: &Artifacts, opts: &RunOptions, argv: &[&str]) -> Result<R
         .arg("-initrd")
         .arg(&artifacts.host_initrd)
         .arg("-append")
-        .arg(kernel_cmdline(debug, tsc_khz, &script_str, &nonce))
+        .arg(kernel_cmdline(
+            debug,
+            tsc_khz,
+            netdev.is_some(),
+            &script_str,
+            &nonce,
+        ))
         .args([
             "-fsdev",
             "local,id=host,path=/,security_model=none,readonly=on,multidevs=remap",
@@ -322,6 +378,11 @@ fn run_once(artifacts: &Artifacts, opts: &RunOptions, argv: &[&str]) -> Result<R
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(netdev) = &netdev {
+        // virtio-mmio like the 9p device: microvm has no PCI.
+        cmd.args(["-netdev", netdev])
+            .args(["-device", "virtio-net-device,netdev=fwd"]);
+    }
     // Every run gets a monitor socket: to inspect a run that stalls, and because runs with
     // one open have not shown the in-run stall so far (docs/testhost.md, "Boot watchdog").
     // It sits next to the script, whose path was checked above (UTF-8, no spaces).
@@ -335,7 +396,7 @@ fn run_once(artifacts: &Artifacts, opts: &RunOptions, argv: &[&str]) -> Result<R
         eprintln!(
             "fv-testhost: debug: QEMU monitor at {} (kernel command line: {})",
             monitor.display(),
-            kernel_cmdline(debug, tsc_khz, &script_str, &nonce)
+            kernel_cmdline(debug, tsc_khz, netdev.is_some(), &script_str, &nonce)
         );
     }
     let start = Instant::now();
@@ -444,17 +505,21 @@ fn run_once(artifacts: &Artifacts, opts: &RunOptions, argv: &[&str]) -> Result<R
         .map(|o| String::from_utf8_lossy(&o).into_owned())
         .unwrap_or_default();
     let exit = filter.lock().ok().and_then(|f| f.status());
+    let stderr = interesting_stderr(&stderr);
     match exit {
         Some(status) => Ok(RunOutput {
             status,
             output: text,
             wall,
         }),
-        None => Err(Error::NoExitStatus {
-            qemu_status: qemu_status.to_string(),
-            output: text,
-            stderr: interesting_stderr(&stderr),
-        }),
+        None => match forward_failure(&stderr) {
+            Some(detail) => Err(Error::ForwardUnavailable { detail }),
+            None => Err(Error::NoExitStatus {
+                qemu_status: qemu_status.to_string(),
+                output: text,
+                stderr,
+            }),
+        },
     }
 }
 
@@ -504,15 +569,34 @@ mod tests {
 
     #[test]
     fn cmdline_gives_the_tsc_frequency_and_keeps_quiet_unless_debugging() {
-        let c = kernel_cmdline(false, Some(2_596_130), "/tmp/s.sh", "ab");
+        let c = kernel_cmdline(false, Some(2_596_130), false, "/tmp/s.sh", "ab");
         assert_eq!(
             c,
             "console=ttyS0 panic=-1 quiet loglevel=1 tsc_early_khz=2596130 \
              fv.script=/tmp/s.sh fv.nonce=ab"
         );
-        let d = kernel_cmdline(true, None, "/tmp/s.sh", "ab");
+        let d = kernel_cmdline(true, None, true, "/tmp/s.sh", "ab");
         assert!(!d.contains("quiet") && !d.contains("tsc_early_khz"), "{d}");
-        assert!(d.contains(" fv.debug=1 "), "{d}");
+        assert!(
+            d.contains(" fv.debug=1 ") && d.contains(" fv.net=1 "),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn forwards_become_one_user_netdev_and_bad_ones_are_refused() {
+        assert_eq!(netdev_arg(&[]).unwrap(), None);
+        assert_eq!(
+            netdev_arg(&[(8443, 443), (8080, 80)]).unwrap().as_deref(),
+            Some("user,id=fwd,hostfwd=tcp:127.0.0.1:8443-:443,hostfwd=tcp:127.0.0.1:8080-:80")
+        );
+        assert!(netdev_arg(&[(0, 443)]).is_err());
+        assert!(netdev_arg(&[(8443, 0)]).is_err());
+        assert!(netdev_arg(&[(8443, 443), (8443, 80)]).is_err());
+        let qemu = "qemu-system-x86_64: -netdev user,id=fwd,hostfwd=tcp:127.0.0.1:1-:443: \
+                    Could not set up host forwarding rule 'tcp:127.0.0.1:1-:443'";
+        assert!(forward_failure(qemu).is_some());
+        assert!(forward_failure("something else").is_none());
     }
 
     #[test]

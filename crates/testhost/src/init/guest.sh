@@ -22,15 +22,6 @@ echo "FV-GUEST-READY cpus=$cpus mem_kib=$mem"
 for m in @MODULES@; do
     insmod "/lib/modules/$m" 2>/dev/null
 done
-# busybox acpid runs /etc/acpi/PWRF/00000080 when the power button's input device (the
-# ACPI button driver's, through evdev) reports KEY_POWER.
-if [ -e /dev/input/event0 ]; then
-    mkdir -p /etc/acpi/PWRF
-    printf '#!/bin/sh\necho "FV-POWER-BUTTON shutting down"\nsync\npoweroff -f\n' \
-        >/etc/acpi/PWRF/00000080
-    chmod 755 /etc/acpi/PWRF/00000080
-    acpid -l /dev/console
-fi
 action=shell
 run=
 root=
@@ -46,6 +37,16 @@ if [ -n "$root" ]; then
     mount -t ext4 "$root" /newroot && exec switch_root /newroot /sbin/init
     echo "FV-ROOT-FAILED $root"
     poweroff -f
+fi
+# (A root switched to starts its own: this one's files are gone with the initramfs.)
+# busybox acpid runs /etc/acpi/PWRF/00000080 when the power button's input device (the
+# ACPI button driver's, through evdev) reports KEY_POWER.
+if [ -e /dev/input/event0 ]; then
+    mkdir -p /etc/acpi/PWRF
+    printf '#!/bin/sh\necho "FV-POWER-BUTTON shutting down"\nsync\npoweroff -f\n' \
+        >/etc/acpi/PWRF/00000080
+    chmod 755 /etc/acpi/PWRF/00000080
+    acpid -l /dev/console
 fi
 case "$action" in
     poweroff) poweroff -f ;;

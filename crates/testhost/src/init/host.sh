@@ -11,11 +11,13 @@ fail() {
 script=
 nonce=
 debug=
+net=
 for x in $(cat /proc/cmdline); do
     case "$x" in
         fv.script=*) script="${x#fv.script=}" ;;
         fv.nonce=*) nonce="${x#fv.nonce=}" ;;
         fv.debug=1) debug=1 ;;
+        fv.net=1) net=1 ;;
     esac
 done
 # FV_TESTHOST_DEBUG: report each step (these lines then precede the command's output).
@@ -27,6 +29,17 @@ for m in @MODULES@; do
     insmod "/lib/modules/$m" || echo "fv-testhost: insmod $m failed"
 done
 step "modules loaded"
+# Port forwarding asked for: the runner added a virtio-net device on QEMU user networking,
+# whose addresses are fixed (no DHCP client needed, none to wait for).
+if [ -n "$net" ]; then
+    for m in @NET_MODULES@; do
+        insmod "/lib/modules/$m" || echo "fv-testhost: insmod $m failed"
+    done
+    ip link set lo up
+    { ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up &&
+        ip route add default via 10.0.2.2; } || fail "cannot configure eth0"
+    step "network configured"
+fi
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host ||
     fail "cannot mount the host root over 9p"
 step "host root mounted over 9p"
