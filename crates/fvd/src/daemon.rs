@@ -44,6 +44,9 @@ pub fn start(options: &Options) -> Result<Daemon, Error> {
     bootstrap::root_user(&api, dir)?;
     let host = bootstrap::host_and_pool(&api)?;
     bootstrap::defaults(&api, &host, dir)?;
+    if let Some(template_dir) = &options.template_dir {
+        bootstrap::default_template(&api, dir, template_dir)?;
+    }
     vms.attach(api.clone(), host.clone());
     vms.reconcile()
         .map_err(|e| Error::Setup(format!("reconciling VMs: {e:?}")))?;

@@ -161,7 +161,7 @@ pub fn vdi_copy(tx: &mut Tx<'_>, vdi: &str, sr: &str) -> Result<String, ApiError
 
 /// Copies a file's data over an existing file of the same size, leaving holes where the
 /// source reads as zeroes (disks are mostly empty).
-fn copy_sparse(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+pub fn copy_sparse(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
     const CHUNK: usize = 1 << 20;
     let mut src = std::fs::File::open(from)?;

@@ -10,7 +10,8 @@ mod config;
 mod devices;
 mod ops;
 
-pub use devices::sr_path;
+pub use devices::{random_mac, sr_path};
+pub use ops::refresh as refresh_allowed;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

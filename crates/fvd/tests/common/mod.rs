@@ -104,6 +104,11 @@ impl Fvd {
 
     /// As [`Fvd::start`], serving HTTPS on TCP when `tls`.
     pub fn start_with(data: &Path, tls: bool) -> Fvd {
+        Self::start_args(data, tls, &[])
+    }
+
+    /// As [`Fvd::start_with`], with more of fvd's options.
+    pub fn start_args(data: &Path, tls: bool, extra: &[&str]) -> Fvd {
         let socket = data.join("fvd.sock");
         let mut cmd = Command::new("unshare");
         cmd.args([
@@ -120,6 +125,7 @@ impl Fvd {
         if !tls {
             cmd.arg("--insecure-http");
         }
+        cmd.args(extra);
         let mut child = cmd
             .arg("--socket")
             .arg(&socket)
