@@ -1,31 +1,37 @@
 #!/usr/bin/env bash
 # The main job, from a fresh Debian 12 machine: install what Ferrovisor needs, build it,
-# and boot a stock Debian Linux VM with fv-vmm, showing its console.
+# start fvd on its embedded defaults (SQLite in a data directory, a local file SR, a
+# host-internal network, a ready template with Debian's kernel and a small root), start a
+# VM from the template with the fv CLI, and show how to reach the API, the CLI and the
+# VM's console. Runs until Ctrl-C.
 #
-# On a host with VT-x/AMD-V the VM runs right here with an interactive shell (type
-# `poweroff` to end it). On a host without (such as our PVM-based CI machines) it runs
-# inside the project's emulated AMD-V host (docs/testhost.md), boots, and powers off.
+# On a host with VT-x/AMD-V it all runs right here, the API on https://127.0.0.1:8443. On a
+# host without (such as our PVM-based CI machines, where KVM cannot boot Linux) it runs
+# inside the project's emulated AMD-V host (docs/testhost.md), with the API port forwarded
+# to 127.0.0.1:8443 here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
 echo "==> building"
-cargo build --release --quiet -p fv-vmm -p fv-testhost
-testhost=target/release/fv-testhost
-echo "==> preparing the guest kernel and initramfs (Debian packages, cached in .cache/)"
-"$testhost" prepare >/dev/null
-kernel=$("$testhost" path guest-bzimage)
-initrd=$("$testhost" path guest-initrd)
-vmm=(target/release/fv-vmm --kernel "$kernel" --initrd "$initrd" --vcpus 2 --memory 512)
-cmdline="console=ttyS0 panic=-1 i8042.noaux i8042.nokbd i8042.nopnp"
+cargo build --release --quiet -p fvd -p fv-vmm -p fv -p fv-testhost
+bin=$PWD/target/release
+cache=$PWD/.cache/demo
+port=${FV_DEMO_PORT:-8443}
+export FV_ROOT_PASSWORD=${FV_ROOT_PASSWORD:-ferrovisor}
+echo "==> the template: Debian's kernel and initramfs, a busybox root (cached in .cache/)"
+"$bin/fv-testhost" template-dir "$cache/template" >/dev/null
 
 if grep -qwE 'vmx|svm' /proc/cpuinfo && [ -w /dev/kvm ]; then
-    echo "==> booting Debian Linux with fv-vmm (2 vCPUs, 512 MiB); type 'poweroff' to end"
-    exec "${vmm[@]}" --cmdline "$cmdline fv.action=shell"
+    rm -rf "$cache/fvd"
+    exec env BIN="$bin" DATA="$cache/fvd" TEMPLATE="$cache/template" \
+        LISTEN="127.0.0.1:$port" SHOWN_URL="https://127.0.0.1:$port" SHOWN_PORT="$port" \
+        ./scripts/demo-fvd.sh
 fi
-echo "==> this host's KVM cannot run Linux guests (no VT-x/AMD-V): booting the emulated"
-echo "    AMD-V host, and Debian Linux with fv-vmm inside it (2 vCPUs, 512 MiB)"
-status=0
-"$testhost" run --timeout 600 -- "${vmm[@]}" --cmdline "$cmdline fv.action=poweroff" || status=$?
-echo "==> fv-vmm exited with status $status (0: the guest powered off)"
-exit "$status"
+echo "==> this host's KVM cannot run Linux guests (no VT-x/AMD-V): running fvd inside the"
+echo "    emulated AMD-V host, its API forwarded to https://127.0.0.1:$port here"
+exec "$bin/fv-testhost" run --timeout 86400 --memory 3072 --forward "$port:443" \
+    --env BIN="$bin" --env TEMPLATE="$cache/template" \
+    --env LISTEN=0.0.0.0:443 --env SHOWN_URL="https://127.0.0.1:$port" \
+    --env SHOWN_PORT="$port" --env FV_ROOT_PASSWORD="$FV_ROOT_PASSWORD" \
+    -- ./scripts/demo-fvd.sh
