@@ -145,8 +145,27 @@ fn power_operations_check_the_state_and_hard_ones_preempt() {
         "{allowed:?}"
     );
 
-    // The tiny guest ignores the power button: a clean shutdown waits, and a hard
-    // shutdown issued meanwhile ends both.
+    // The tiny guest ignores the power button: a clean shutdown waits until its task is
+    // cancelled, and the VM runs on.
+    let task = c.ok("Async.VM.clean_shutdown", &[s(&vm)]);
+    let task = task.as_str().unwrap().to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.ok("task.cancel", &[s(&task)]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c.field("task", &task, "status") != s("cancelled") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancel was not heeded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(c.power_state(&vm), "Running");
+    assert_eq!(
+        c.field("VM", &vm, "current_operations"),
+        Value::Struct(Default::default())
+    );
+
+    // A clean shutdown waits, and a hard shutdown issued meanwhile ends both.
     let task = c.ok("Async.VM.clean_shutdown", &[s(&vm)]);
     let task = task.as_str().unwrap().to_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -174,7 +193,8 @@ fn power_operations_check_the_state_and_hard_ones_preempt() {
             assert_eq!(
                 status,
                 s("success"),
-                "the clean shutdown ends with the VM halted"
+                "the clean shutdown ends with the VM halted: {:?}",
+                c.field("task", &task, "error_info")
             );
             break;
         }

@@ -451,19 +451,53 @@ impl Vms {
     }
 
     /// Presses the power button and waits up to `timeout` for the VM to move on.
-    fn clean_stop(&self, vm: &str, intent: Intent, timeout: Duration) -> Result<(), ApiError> {
-        let r = self.instance(vm)?;
-        r.set_intent(intent);
-        self.vmm_call(&r, Vmm::power_button)?;
-        if r.wait_ended(timeout) {
+    /// The wait can be cancelled through the call's task (`task.cancel`).
+    fn clean_stop(
+        &self,
+        ctx: &CallContext,
+        vm: &str,
+        intent: Intent,
+        timeout: Duration,
+    ) -> Result<(), ApiError> {
+        let Some(r) = self.running(vm) else {
+            // A hard operation that pre-empted this one has already ended the VMM: what
+            // was asked for is done.
             return Ok(());
+        };
+        r.set_intent(intent);
+        if let Err(e) = self.vmm_call(&r, Vmm::power_button) {
+            // A VMM that a hard operation is stopping may drop the request: then it ends.
+            return if r.wait_ended(Duration::from_secs(2)) {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
-        // The guest did not listen: what it does later is its own business again.
-        r.set_intent(Intent::Guest);
-        Err(ApiError::new(
-            &codes::VM_SHUTDOWN_TIMEOUT,
-            [vm.to_owned(), timeout.as_secs().to_string()],
-        ))
+        let deadline = Instant::now() + timeout;
+        loop {
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(250));
+            if r.wait_ended(slice) {
+                return Ok(());
+            }
+            let cancel = match &ctx.task {
+                Some(t) => fv_xapi::task::cancel_requested(self.api()?.db(), t)?,
+                None => false,
+            };
+            // The guest did not listen (in time, or before the caller gave up): what it
+            // does later is its own business again.
+            if cancel || Instant::now() >= deadline {
+                r.set_intent(Intent::Guest);
+                return Err(match (cancel, &ctx.task) {
+                    (true, Some(t)) => ApiError::new(&codes::TASK_CANCELLED, [t.as_str()]),
+                    _ => ApiError::new(
+                        &codes::VM_SHUTDOWN_TIMEOUT,
+                        [vm.to_owned(), timeout.as_secs().to_string()],
+                    ),
+                });
+            }
+        }
     }
 
     /// Stops the VMM at once (killing it if it does not answer) and waits for the end.
@@ -491,7 +525,7 @@ impl Vms {
             vm,
             "clean_shutdown",
             |tx| require_state(tx, vm, &["Running"]).map(drop),
-            || self.clean_stop(vm, Intent::Halt, timeout),
+            || self.clean_stop(ctx, vm, Intent::Halt, timeout),
         )
     }
 
@@ -502,7 +536,7 @@ impl Vms {
             vm,
             "clean_reboot",
             |tx| require_state(tx, vm, &["Running"]).map(drop),
-            || self.clean_stop(vm, Intent::Reboot, timeout),
+            || self.clean_stop(ctx, vm, Intent::Reboot, timeout),
         )
     }
 
@@ -519,7 +553,7 @@ impl Vms {
                 vm,
                 "clean_shutdown",
                 |_| Ok(()),
-                || self.clean_stop(vm, Intent::Halt, grace),
+                || self.clean_stop(ctx, vm, Intent::Halt, grace),
             ) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.code == codes::VM_SHUTDOWN_TIMEOUT.name => {}
