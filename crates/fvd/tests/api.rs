@@ -166,3 +166,56 @@ fn each_role_can_do_what_xenapi_allows_and_no_more() {
         );
     }
 }
+
+/// Without `$FV_ROOT_PASSWORD`, the first start makes root a password of its own and
+/// writes it where only fvd's user can read it.
+#[test]
+fn a_first_start_without_a_password_generates_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("rootpw");
+    let data = dir.0.join("data");
+    let mut child = std::process::Command::new("unshare")
+        .args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
+        .arg(built_binary("fvd"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0", "--insecure-http"])
+        .env_remove("FV_ROOT_PASSWORD")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start fvd");
+    let socket = data.join("fvd.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(std::time::Instant::now() < deadline, "fvd did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let file = data.join("root-password");
+    let mode = std::fs::metadata(&file)
+        .expect("root-password")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let password = std::fs::read_to_string(&file).unwrap();
+    let password = password.trim();
+    assert!(password.len() >= 16, "a short password: {password:?}");
+    let mut c = Client {
+        socket,
+        session: None,
+    };
+    c.login("root", password)
+        .expect("root logs in with the generated password");
+    assert_eq!(
+        c.clone().login("root", ROOT_PASSWORD).unwrap_err().code,
+        "SESSION_AUTHENTICATION_FAILED"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
