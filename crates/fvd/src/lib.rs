@@ -8,6 +8,7 @@
 mod bootstrap;
 mod daemon;
 mod error;
+mod fields;
 mod listen;
 mod metrics;
 mod objects;

@@ -10,15 +10,8 @@ use fv_xapi::db::Tx;
 use fv_xapi::error::codes;
 use fv_xapi::{ApiError, Value};
 
+use crate::fields::text;
 use crate::vm::sr_path;
-
-fn text(tx: &Tx<'_>, class: &str, r: &str, field: &str) -> Result<String, ApiError> {
-    Ok(tx
-        .get(class, r, field)?
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
-}
 
 fn host_error(what: String) -> impl FnOnce(fv_hostnet::HostnetError) -> ApiError {
     move |e| ApiError::internal(format!("{what}: {e}"))

@@ -14,46 +14,17 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use fv_rpc::Value;
-use fv_testhost::{Artifacts, RunOptions};
 
 /// Set inside the emulated host, so that the `inside_*` test runs there and nowhere else.
 const INSIDE: &str = "FV_LINUX_GUEST_INSIDE";
 /// One nested boot takes 5 to 30 s depending on the machine's load.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
 
-fn path_str(p: &Path) -> String {
-    p.to_str().expect("UTF-8 paths").to_owned()
-}
-
 #[test]
 fn linux_guest_clean_reboot_and_shutdown_through_fvd() {
-    let artifacts = Artifacts::prepare().expect("build the emulated host and guest artifacts");
-    let exe = std::env::current_exe().unwrap();
-    let test = "inside_linux_guest_clean_reboot_and_shutdown_through_fvd";
-    let opts = RunOptions {
-        timeout: Some(Duration::from_secs(600)),
-        env: vec![
-            (INSIDE.into(), "1".into()),
-            ("FV_VMLINUX".into(), path_str(&artifacts.guest_vmlinux)),
-            ("FV_INITRD".into(), path_str(&artifacts.guest_initrd)),
-        ],
-        ..RunOptions::default()
-    };
-    let argv = [
-        exe.to_str().unwrap(),
-        "--exact",
-        test,
-        "--include-ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ];
-    let out = fv_testhost::run_with(&artifacts, &opts, &argv).expect("run the emulated host");
-    println!("--- {test} in the emulated host ---\n{}", out.output);
-    assert!(
-        out.status == 0 && out.output.contains("1 passed"),
-        "{test} failed in the emulated host (status {}):\n{}",
-        out.status,
-        out.output
+    fv_testhost::run_test_inside(
+        INSIDE,
+        "inside_linux_guest_clean_reboot_and_shutdown_through_fvd",
     );
 }
 

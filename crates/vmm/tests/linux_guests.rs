@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::Vmm;
 
-use fv_testhost::{Artifacts, RunOptions, GUEST_CMDLINE};
+use fv_testhost::{Artifacts, GUEST_CMDLINE};
 
 /// Set inside the emulated host, so that the `inside_*` tests run there and nowhere else.
 const INSIDE: &str = "FV_LINUX_GUEST_INSIDE";
@@ -27,36 +27,7 @@ static EMULATED_HOST: Mutex<()> = Mutex::new(());
 /// Runs the test `inside_<name>` in the emulated host; fails with its output if it failed.
 fn in_emulated_host(name: &str) {
     let _one_at_a_time = EMULATED_HOST.lock().unwrap_or_else(|e| e.into_inner());
-    let artifacts = Artifacts::prepare().expect("build the emulated host and guest artifacts");
-    let exe = std::env::current_exe().unwrap();
-    let test = format!("inside_{name}");
-    let opts = RunOptions {
-        timeout: Some(Duration::from_secs(600)),
-        env: vec![
-            (INSIDE.into(), "1".into()),
-            ("FV_BZIMAGE".into(), path_str(&artifacts.guest_bzimage)),
-            ("FV_VMLINUX".into(), path_str(&artifacts.guest_vmlinux)),
-            ("FV_INITRD".into(), path_str(&artifacts.guest_initrd)),
-        ],
-        ..RunOptions::default()
-    };
-    let argv = [
-        exe.to_str().unwrap(),
-        "--exact",
-        &test,
-        "--include-ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ];
-    let out = fv_testhost::run_with(&artifacts, &opts, &argv).expect("run the emulated host");
-    // What the inner test printed (its measurements), shown with `--nocapture`.
-    println!("--- {test} in the emulated host ---\n{}", out.output);
-    assert!(
-        out.status == 0 && out.output.contains("1 passed"),
-        "{test} failed in the emulated host (status {}):\n{}",
-        out.status,
-        out.output
-    );
+    fv_testhost::run_test_inside(INSIDE, &format!("inside_{name}"));
 }
 
 fn path_str(p: &Path) -> String {

@@ -52,33 +52,29 @@ fn ran(o: Output) -> Ran {
 
 /// Runs fv with `conn` (connection arguments) then `args`, no environment of ours.
 pub fn fv(conn: &[String], args: &[&str]) -> Ran {
-    let out = Command::new(fv_bin())
-        .args(conn)
-        .args(args)
-        .env_remove("FV_SERVER")
-        .env_remove("FV_PASSWORD")
-        .env_remove("FV_SOCKET")
-        .env_remove("FV_USERNAME")
-        .env_remove("FV_PORT")
-        .output()
-        .expect("run fv");
-    ran(out)
+    run_fv(Command::new(fv_bin()), conn, args)
 }
 
 /// As [`fv`], in the network namespace of process `pid` (an fvd started in one of its own).
 pub fn fv_in_netns(pid: u32, conn: &[String], args: &[&str]) -> Ran {
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
-        .arg(fv_bin())
-        .args(conn)
-        .args(args)
-        .env_remove("FV_SERVER")
-        .env_remove("FV_PASSWORD")
-        .env_remove("FV_SOCKET")
-        .env_remove("FV_USERNAME")
-        .env_remove("FV_PORT")
-        .output()
-        .expect("run fv with nsenter");
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/proc/{pid}/ns/net")).arg(fv_bin());
+    run_fv(cmd, conn, args)
+}
+
+/// Runs `cmd` (fv, or a wrapper of it) with `conn` and `args` and without the FV_*
+/// variables of the caller.
+fn run_fv(mut cmd: Command, conn: &[String], args: &[&str]) -> Ran {
+    for var in [
+        "FV_SERVER",
+        "FV_PASSWORD",
+        "FV_SOCKET",
+        "FV_USERNAME",
+        "FV_PORT",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.args(conn).args(args).output().expect("run fv");
     ran(out)
 }
 

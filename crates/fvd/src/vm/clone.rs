@@ -13,26 +13,8 @@ use fv_xapi::model::{self, Qual};
 use fv_xapi::{ApiError, Value};
 
 use super::devices::random_mac;
+use crate::fields::{refs, text};
 use crate::objects;
-
-fn text(tx: &Tx<'_>, class: &str, r: &str, field: &str) -> Result<String, ApiError> {
-    Ok(tx
-        .get(class, r, field)?
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
-}
-
-fn refs(tx: &Tx<'_>, class: &str, r: &str, field: &str) -> Result<Vec<String>, ApiError> {
-    Ok(match tx.get(class, r, field)? {
-        Value::Array(a) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    })
-}
 
 /// The fields a client could have given `<class>.create`: what a copy carries over.
 fn settable(tx: &Tx<'_>, class: &str, r: &str) -> Result<BTreeMap<String, Value>, ApiError> {

@@ -8,36 +8,11 @@
 
 use std::path::PathBuf;
 
+use crate::fields::{map_get, refs, text};
 use fv_xapi::db::Tx;
 use fv_xapi::error::codes;
 use fv_xapi::{ApiError, Value};
 use serde_json::json;
-
-fn text(tx: &Tx<'_>, class: &str, r: &str, field: &str) -> Result<String, ApiError> {
-    Ok(tx
-        .get(class, r, field)?
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
-}
-
-fn map_get(v: &Value, key: &str) -> Option<String> {
-    match v {
-        Value::Struct(m) => m.get(key).and_then(Value::as_str).map(str::to_owned),
-        _ => None,
-    }
-}
-
-fn refs(tx: &Tx<'_>, class: &str, r: &str, field: &str) -> Result<Vec<String>, ApiError> {
-    Ok(match tx.get(class, r, field)? {
-        Value::Array(a) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    })
-}
 
 fn not_allowed(why: String) -> ApiError {
     ApiError::new(&codes::OPERATION_NOT_ALLOWED, [why])

@@ -102,13 +102,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(e)
 }
 
-fn get_str(tx: &Tx<'_>, class: &str, r: &str, field: &str) -> Result<String, ApiError> {
-    Ok(tx
-        .get(class, r, field)?
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
-}
+use crate::fields::text as get_str;
 
 /// `VM_BAD_POWER_STATE` unless the VM is in one of `expected`.
 fn require_state(tx: &Tx<'_>, vm: &str, expected: &[&str]) -> Result<String, ApiError> {
