@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -13,6 +13,8 @@ use tokio_rustls::TlsAcceptor;
 
 /// A client gets this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// And this long to send a request's header once it has started, or a first request.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves HTTP on one connection until the client closes it.
 async fn serve_connection<I>(io: I, router: Router)
@@ -20,10 +22,14 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = TowerToHyperService::new(router);
-    if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(io), service)
-        .await
-    {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that opens a connection and sends nothing (or a header a byte a minute)
+    // does not hold it for ever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
         tracing::debug!("connection ended: {e}");
     }
 }
