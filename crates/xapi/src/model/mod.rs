@@ -9,6 +9,7 @@ pub mod host;
 pub mod network;
 pub mod session;
 pub mod storage;
+pub mod reference;
 mod types;
 pub mod vm;
 
