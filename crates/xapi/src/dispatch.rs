@@ -98,10 +98,45 @@ fn user_name(db: &Db, user: &str) -> Result<String, ApiError> {
         .map(|v| v.as_str().unwrap_or_default().to_owned())
 }
 
+/// Most `Async.` calls running at once: each has a thread, and a client must not be able
+/// to make the daemon start threads without end.
+pub const MAX_RUNNING_TASKS: usize = 256;
+
 struct Inner {
     db: Db,
     auth: Auth,
     actions: Arc<dyn Actions>,
+    /// `Async.` calls running now.
+    running_tasks: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one running task while it lives.
+struct TaskSlot(Api);
+
+impl TaskSlot {
+    fn take(api: &Api) -> Option<TaskSlot> {
+        use std::sync::atomic::Ordering;
+        let running = &api.inner.running_tasks;
+        let mut now = running.load(Ordering::Relaxed);
+        loop {
+            if now >= MAX_RUNNING_TASKS {
+                return None;
+            }
+            match running.compare_exchange(now, now + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(TaskSlot(api.clone())),
+                Err(seen) => now = seen,
+            }
+        }
+    }
+}
+
+impl Drop for TaskSlot {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .running_tasks
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The API: the database, authentication and the daemon's actions. Cheap to clone.
@@ -125,6 +160,7 @@ impl Api {
                 db,
                 auth: Auth::new(cost),
                 actions,
+                running_tasks: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -205,12 +241,21 @@ impl Api {
         }
         let args = self.check_args(&types, &args)?;
         if is_async {
+            let slot = TaskSlot::take(self).ok_or_else(|| {
+                ApiError::new(
+                    &codes::OPERATION_NOT_ALLOWED,
+                    [format!(
+                        "{MAX_RUNNING_TASKS} asynchronous calls are running; try again when some have ended"
+                    )],
+                )
+            })?;
             let t = task::create(self.db(), method, "", None)?;
             let api = self.clone();
             let tref = t.clone();
             std::thread::Builder::new()
                 .name(format!("xapi {name}"))
                 .spawn(move || {
+                    let _slot = slot;
                     let ctx = CallContext {
                         api: api.clone(),
                         caller,

@@ -758,3 +758,39 @@ fn local_users_are_managed_through_the_api() {
     assert_eq!(code(login("alicepw")), "SESSION_AUTHENTICATION_FAILED");
     login("newpw").expect("the new password works");
 }
+
+#[test]
+fn async_calls_running_at_once_are_bounded() {
+    let e = env();
+    let vm = e.vm("busy");
+    let tasks: Vec<Value> = (0..MAX_RUNNING_TASKS)
+        .map(|_| {
+            e.call("root", "Async.VM.clean_shutdown", vec![s(&vm)])
+                .expect("a task")
+        })
+        .collect();
+    assert_eq!(
+        code(e.call("root", "Async.VM.clean_shutdown", vec![s(&vm)])),
+        "OPERATION_NOT_ALLOWED",
+        "one task too many"
+    );
+    for t in &tasks {
+        e.call("root", "task.cancel", vec![t.clone()])
+            .expect("cancel");
+    }
+    for t in &tasks {
+        e.wait_task(t.as_str().expect("ref"));
+    }
+    // Slots come back as tasks end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match e.call("root", "Async.VM.clean_shutdown", vec![s(&vm)]) {
+            Ok(t) => {
+                e.call("root", "task.cancel", vec![t]).expect("cancel");
+                break;
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(err) => panic!("no slot came back: {err:?}"),
+        }
+    }
+}
