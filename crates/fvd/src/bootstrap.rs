@@ -203,18 +203,18 @@ pub fn defaults(api: &Api, host: &str, data_dir: &Path) -> Result<(), Error> {
         .read(|tx| {
             let mut out = Vec::new();
             for n in tx.refs("network")? {
-                out.push(
-                    tx.get("network", &n, "bridge")?
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
+                let bridge = tx
+                    .get("network", &n, "bridge")?
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                out.push((bridge, crate::objects::network_mtu(tx, &n)?));
             }
             Ok(out)
         })
         .map_err(setup)?;
-    for bridge in bridges.iter().filter(|b| !b.is_empty()) {
-        crate::objects::ensure_bridge(bridge).map_err(setup)?;
+    for (bridge, mtu) in bridges.iter().filter(|(b, _)| !b.is_empty()) {
+        crate::objects::ensure_bridge(bridge, *mtu).map_err(setup)?;
     }
     Ok(())
 }

@@ -17,13 +17,24 @@ fn host_error(what: String) -> impl FnOnce(fv_hostnet::HostnetError) -> ApiError
     move |e| ApiError::internal(format!("{what}: {e}"))
 }
 
-/// Makes `bridge` if it does not exist, and brings it up.
-pub fn ensure_bridge(bridge: &str) -> Result<(), ApiError> {
+/// Makes `bridge` if it does not exist, with the network's `mtu`, and brings it up.
+pub fn ensure_bridge(bridge: &str, mtu: u32) -> Result<(), ApiError> {
     if !fv_hostnet::link::exists(bridge).map_err(host_error(format!("looking for {bridge}")))? {
         fv_hostnet::link::create_bridge(bridge)
             .map_err(host_error(format!("creating bridge {bridge}")))?;
     }
+    fv_hostnet::link::set_mtu(bridge, mtu)
+        .map_err(host_error(format!("setting {bridge}'s MTU to {mtu}")))?;
     fv_hostnet::link::set_up(bridge).map_err(host_error(format!("bringing {bridge} up")))
+}
+
+/// A network's MTU: 68 (IPv4's least) to 65535, as the kernel takes.
+pub fn network_mtu(tx: &Tx<'_>, network: &str) -> Result<u32, ApiError> {
+    let mtu = tx.get("network", network, "MTU")?.as_int().unwrap_or(1500);
+    u32::try_from(mtu)
+        .ok()
+        .filter(|m| (68..=65535).contains(m))
+        .ok_or_else(|| ApiError::new(&codes::INVALID_VALUE, ["MTU", &mtu.to_string()]))
 }
 
 /// A new network gets a bridge: the one its record names, or `fvbr<N>`, the first free.
@@ -47,7 +58,7 @@ pub fn network_created(tx: &mut Tx<'_>, network: &str) -> Result<(), ApiError> {
     {
         return Err(ApiError::new(&codes::INVALID_VALUE, ["bridge", &bridge]));
     }
-    ensure_bridge(&bridge)
+    ensure_bridge(&bridge, network_mtu(tx, network)?)
 }
 
 /// The fields a client gives `VDI.create` (the others are the storage's to set).

@@ -92,6 +92,36 @@ fn vbds_and_vifs_become_disks_and_nics() {
         "a MAC was generated: {mac:?}"
     );
 
+    // A second NIC on a jumbo-frame network: its bridge and the VM's tap take its MTU.
+    let jumbo = c.ok(
+        "network.create",
+        &[record(&[
+            ("name_label", s("jumbo")),
+            ("MTU", Value::Int(9000)),
+        ])],
+    );
+    let jumbo = jumbo.as_str().unwrap().to_owned();
+    let jumbo_bridge = c
+        .field("network", &jumbo, "bridge")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(jumbo_bridge, bridge);
+    let link = fvd.in_netns(&["ip", "-o", "link", "show", "dev", &jumbo_bridge]);
+    assert!(link.contains("mtu 9000"), "{link}");
+    let vif1 = c.ok(
+        "VIF.create",
+        &[record(&[
+            ("device", s("1")),
+            ("network", s(&jumbo)),
+            ("VM", s(&vm)),
+            ("MAC", s("")),
+            ("MTU", Value::Int(9000)),
+        ])],
+    );
+    let vif1 = vif1.as_str().unwrap().to_owned();
+    assert_eq!(c.err("VIF.plug", &[s(&vif1)]).code, "VM_BAD_POWER_STATE");
+
     // Paused, so that the serial console is connected before the guest speaks.
     c.ok("VM.start", &[s(&vm), Value::Bool(true), Value::Bool(false)]);
     let uuid = c.field("VM", &vm, "uuid");
@@ -103,6 +133,16 @@ fn vbds_and_vifs_become_disks_and_nics() {
     let tap = format!("vif{}.0", &uuid.as_str().unwrap()[..8]);
     let link = fvd.in_netns(&["ip", "-o", "link", "show", "dev", &tap]);
     assert!(link.contains(&format!("master {bridge}")), "{tap}: {link}");
+    let tap1 = format!("vif{}.1", &uuid.as_str().unwrap()[..8]);
+    let link = fvd.in_netns(&["ip", "-o", "link", "show", "dev", &tap1]);
+    assert!(
+        link.contains("mtu 9000") && link.contains(&format!("master {jumbo_bridge}")),
+        "{tap1}: {link}"
+    );
+    // No hot-plug yet: a clear error that says what to do.
+    let refused = c.err("VIF.plug", &[s(&vif1)]);
+    assert_eq!(refused.code, "OPERATION_NOT_ALLOWED");
+    assert!(refused.params[0].contains("shut VM"), "{refused}");
     c.ok("VM.unpause", &[s(&vm)]);
     let mut out = Vec::new();
     let _ = serial.read_to_end(&mut out);

@@ -24,6 +24,8 @@ pub enum HostnetError {
     InvalidName(String),
     #[error("invalid IPv4 prefix length /{0}")]
     InvalidPrefix(u8),
+    #[error("invalid MTU {0}")]
+    InvalidMtu(u32),
     #[error("invalid virtio-net header size {0} (the kernel takes 10 or more)")]
     InvalidHeaderSize(usize),
     #[error("interface {0} already exists")]
@@ -50,6 +52,7 @@ impl HostnetError {
         match self {
             HostnetError::InvalidName(_)
             | HostnetError::InvalidPrefix(_)
+            | HostnetError::InvalidMtu(_)
             | HostnetError::InvalidHeaderSize(_) => ErrorKind::InvalidInput,
             HostnetError::AlreadyExists(_) => ErrorKind::AlreadyExists,
             HostnetError::NotFound(_) => ErrorKind::NotFound,

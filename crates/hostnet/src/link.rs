@@ -123,6 +123,23 @@ pub fn is_up(name: &str) -> Result<bool> {
     Ok(flags & libc::IFF_UP != 0)
 }
 
+/// The link's MTU.
+pub fn mtu(name: &str) -> Result<u32> {
+    let ifname = name::check(name, false)?;
+    let mtu =
+        sys::if_mtu(socket()?.as_fd(), &ifname).map_err(|e| not_found_or("SIOCGIFMTU", name, e))?;
+    Ok(u32::try_from(mtu).unwrap_or(0))
+}
+
+/// Sets the link's MTU (`ip link set NAME mtu MTU`); the kernel refuses values the link
+/// cannot take (`EINVAL`: a bridge's is at most its ports' smallest).
+pub fn set_mtu(name: &str, mtu: u32) -> Result<()> {
+    let ifname = name::check(name, false)?;
+    let value = i32::try_from(mtu).map_err(|_| HostnetError::InvalidMtu(mtu))?;
+    sys::set_if_mtu(socket()?.as_fd(), &ifname, value)
+        .map_err(|e| not_found_or("SIOCSIFMTU", name, e))
+}
+
 fn netmask(prefix_len: u8) -> Result<Ipv4Addr> {
     if prefix_len > 32 {
         return Err(HostnetError::InvalidPrefix(prefix_len));
@@ -218,6 +235,30 @@ mod tests {
                 delete_bridge("fvbr0").unwrap_err().kind(),
                 ErrorKind::NotFound
             );
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn mtus() {
+        run_in_new_netns(|| {
+            let tap = Tap::create("fvmtu%d").unwrap();
+            assert_eq!(mtu(tap.name()).unwrap(), 1500);
+            set_mtu(tap.name(), 9000).unwrap();
+            assert_eq!(mtu(tap.name()).unwrap(), 9000);
+            set_mtu(tap.name(), 1400).unwrap();
+            assert_eq!(mtu(tap.name()).unwrap(), 1400);
+            // Below what Ethernet takes, or beyond an int: refused, unchanged.
+            assert_eq!(
+                set_mtu(tap.name(), 10).unwrap_err().kind(),
+                ErrorKind::InvalidInput
+            );
+            assert_eq!(
+                set_mtu(tap.name(), u32::MAX).unwrap_err().kind(),
+                ErrorKind::InvalidInput
+            );
+            assert_eq!(mtu(tap.name()).unwrap(), 1400);
+            assert_eq!(mtu("fvnone0").unwrap_err().kind(), ErrorKind::NotFound);
         })
         .unwrap();
     }

@@ -185,6 +185,21 @@ pub(crate) fn set_if_flags(sock: BorrowedFd<'_>, name: &IfName, flags: c_int) ->
     ioctl_ifreq(sock, libc::SIOCSIFFLAGS, &mut ifr)
 }
 
+/// SIOCGIFMTU.
+pub(crate) fn if_mtu(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<c_int> {
+    let mut ifr = ifreq(name);
+    ioctl_ifreq(sock, libc::SIOCGIFMTU, &mut ifr)?;
+    // SAFETY: zero-initialized union, `ifr_mtu` stored by the kernel; any int is valid.
+    Ok(unsafe { ifr.ifr_ifru.ifru_mtu })
+}
+
+/// SIOCSIFMTU.
+pub(crate) fn set_if_mtu(sock: BorrowedFd<'_>, name: &IfName, mtu: c_int) -> io::Result<()> {
+    let mut ifr = ifreq(name);
+    ifr.ifr_ifru.ifru_mtu = mtu;
+    ioctl_ifreq(sock, libc::SIOCSIFMTU, &mut ifr)
+}
+
 /// SIOCBRADDBR / SIOCBRDELBR, whose argument is the bridge's NUL-terminated name.
 fn bridge_ioctl(sock: BorrowedFd<'_>, request: libc::Ioctl, name: &IfName) -> io::Result<()> {
     // SAFETY: `sock` is open for the call; both requests read a NUL-terminated string of at

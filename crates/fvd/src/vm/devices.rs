@@ -81,6 +81,8 @@ pub struct Nic {
     pub tap: String,
     pub bridge: String,
     pub mac: String,
+    /// The network's MTU.
+    pub mtu: u32,
 }
 
 /// The tap of the VIF with `device` on the VM with `vm_uuid`: `vif` + the uuid's first 8
@@ -119,6 +121,7 @@ pub fn nics(tx: &Tx<'_>, vm: &str) -> Result<Vec<Nic>, ApiError> {
             tap: tap_name(&uuid, &device),
             bridge,
             mac: text(tx, "VIF", &vif, "MAC")?,
+            mtu: crate::objects::network_mtu(tx, &network)?,
         });
     }
     Ok(out)
@@ -133,6 +136,8 @@ pub fn plug(nics: &[Nic]) -> Result<Vec<serde_json::Value>, ApiError> {
         fv_hostnet::Tap::remove_persistent(&nic.tap)
             .map_err(|e| fail("removing a stale tap", e))?;
         fv_hostnet::Tap::create_persistent(&nic.tap).map_err(|e| fail("creating a tap", e))?;
+        // The bridge takes its ports' smallest MTU: the tap gets the network's first.
+        fv_hostnet::link::set_mtu(&nic.tap, nic.mtu).map_err(|e| fail("setting a tap's MTU", e))?;
         fv_hostnet::link::add_to_bridge(&nic.bridge, &nic.tap)
             .map_err(|e| fail(&format!("putting {} on {}", nic.tap, nic.bridge), e))?;
         fv_hostnet::link::set_up(&nic.tap).map_err(|e| fail("bringing a tap up", e))?;

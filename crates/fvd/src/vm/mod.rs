@@ -619,6 +619,31 @@ impl Vms {
         })
     }
 
+    // ---- devices of running VMs ----
+
+    /// `VIF.plug`/`unplug`, `VBD.plug`/`unplug`: a device joins or leaves a VM when it
+    /// starts; hot-plug is not supported yet, and the error says what to do instead.
+    fn hotplug(&self, class: &str, device: &str) -> Result<Value, ApiError> {
+        let (vm, state) = self.api()?.db().read(|tx| {
+            let vm = get_str(tx, class, device, "VM")?;
+            let state = get_str(tx, "VM", &vm, "power_state")?;
+            Ok((vm, state))
+        })?;
+        if state == "Halted" {
+            return Err(ApiError::new(
+                &codes::VM_BAD_POWER_STATE,
+                [vm.as_str(), "running", "halted"],
+            ));
+        }
+        Err(ApiError::new(
+            &codes::OPERATION_NOT_ALLOWED,
+            [format!(
+                "{class}s cannot be plugged into or unplugged from a running VM yet: \
+                 shut VM {vm} down, change its devices, and start it again"
+            )],
+        ))
+    }
+
     // ---- settings ----
 
     /// The device numbers (`userdevice`) not yet taken by the VM's VBDs or VIFs.
@@ -884,6 +909,11 @@ impl Actions for Vms {
                 .db()
                 .write(|tx| crate::objects::vdi_create(tx, &record))
                 .map(Value::String);
+        }
+        if matches!(class.name, "VIF" | "VBD")
+            && matches!(msg.name, "plug" | "unplug" | "unplug_force")
+        {
+            return self.hotplug(class.name, &arg_ref(&args, 0));
         }
         if class.name != "VM" {
             return Err(not_implemented(class, msg, "not in this version"));
