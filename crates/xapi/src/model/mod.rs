@@ -7,9 +7,9 @@
 mod common;
 pub mod host;
 pub mod network;
+pub mod reference;
 pub mod session;
 pub mod storage;
-pub mod reference;
 mod types;
 pub mod vm;
 
