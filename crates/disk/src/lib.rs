@@ -10,10 +10,12 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod manage;
 mod qcow2;
 mod raw;
 
 pub use error::{DiskError, ErrorKind, Op};
+pub use manage::{create_qcow2, grow_qcow2, qcow2_info, Qcow2Info};
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -55,6 +57,20 @@ pub trait DiskFile: Send + Sync {
     /// `len` bytes at `offset` read back as zeroes afterwards.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DiskError>;
 
+    /// What the disk holds from `offset` on, looking only at the top `layers` images of its
+    /// backing chain (`usize::MAX`: all of them): the kind of the first stretch and its length,
+    /// at most `max_len` and at least 1 unless `offset` is the end of the disk (or `max_len`
+    /// is 0). For copies that skip what need not be copied.
+    ///
+    /// This default, for formats without allocation metadata, says "data" for everything.
+    fn extent(&self, offset: u64, max_len: u64, layers: usize) -> Result<(Extent, u64), DiskError> {
+        let _ = layers;
+        Ok((
+            Extent::Data,
+            max_len.min(self.size().saturating_sub(offset)),
+        ))
+    }
+
     /// Fills `bufs` in order from the disk at `offset`, as one request.
     ///
     /// Formats read straight into guest memory (one `preadv` for a raw image); this default
@@ -89,6 +105,18 @@ pub trait DiskFile: Send + Sync {
         }
         Ok(())
     }
+}
+
+/// What a stretch of a disk holds, as [`DiskFile::extent`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extent {
+    /// Data stored in one of the layers looked at (it may still be zeroes).
+    Data,
+    /// Reads as zeroes, as one of the layers looked at says (a zero cluster, or nothing
+    /// allocated down to the bottom of the chain or past a backing file's end).
+    Zero,
+    /// Comes from an image below the layers looked at.
+    Below,
 }
 
 /// A piece of guest memory a vectored request reads into or writes from.

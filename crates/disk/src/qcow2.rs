@@ -14,12 +14,12 @@
 //! also catches an image that names itself or a hard link to itself) and over-long chains.
 
 use crate::error::{check_range, DiskError, Op};
-use crate::{in_iov_groups, open_file, total_len, DiskFile, MemSlice};
+use crate::{in_iov_groups, open_file, total_len, DiskFile, Extent, MemSlice};
 use imago::file::File as ImagoFile;
 use imago::io_buffers::{IoVector, IoVectorMut};
 use imago::qcow2::Qcow2;
 use imago::raw::Raw;
-use imago::{FormatAccess, StorageOpenOptions};
+use imago::{FormatAccess, ShallowMapping, StorageOpenOptions};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -68,6 +68,12 @@ pub(crate) struct Geometry {
     cluster_bits: u32,
     refcount_order: u32,
     reftable_offset: u64,
+}
+
+impl Geometry {
+    pub(crate) fn cluster_size(&self) -> u64 {
+        1 << self.cluster_bits
+    }
 }
 
 /// Checks a qcow2 header against the file it is in (`file_len` bytes), before imago reads
@@ -454,6 +460,17 @@ fn open_backing(
     Ok(FormatAccess::new(raw))
 }
 
+/// Opens the qcow2 image in `file` and its backing chain, checked as [`Qcow2Disk::open`]
+/// does; returns imago's image with its cluster size.
+pub(crate) fn open_chain(
+    path: &Path,
+    file: File,
+    file_len: u64,
+    writable: bool,
+) -> Result<(FormatAccess<ImagoFile>, u64), DiskError> {
+    open_layer(path, file, file_len, writable, &mut Chain(Vec::new()))
+}
+
 /// A qcow2 image and its backing chain.
 pub(crate) struct Qcow2Disk {
     path: PathBuf,
@@ -662,6 +679,50 @@ impl DiskFile for Qcow2Disk {
             other => other,
         }
         .map_err(self.io_err(Op::Discard, offset, len))
+    }
+
+    fn extent(&self, offset: u64, max_len: u64, layers: usize) -> Result<(Extent, u64), DiskError> {
+        let len = max_len.min(self.size.saturating_sub(offset));
+        let image = self.shared(Op::Read, offset, len)?;
+        if len == 0 {
+            return Ok((Extent::Zero, 0));
+        }
+        let mut layer: &FormatAccess<ImagoFile> = &image;
+        let (mut at, mut want, mut depth) = (offset, len, 1);
+        loop {
+            let (mapping, n) =
+                layer
+                    .get_shallow_mapping(at, want)
+                    .map_err(self.io_err(Op::Read, offset, len))?;
+            if n == 0 && !matches!(mapping, ShallowMapping::Eof { .. }) {
+                return Err((self.io_err(Op::Read, offset, len))(io::Error::other(
+                    "imago mapped an empty range",
+                )));
+            }
+            return Ok(match mapping {
+                ShallowMapping::Zero { .. } => (Extent::Zero, n),
+                // Only a backing file can end before the range does (the top layer is
+                // `self.size` long): past its end, qcow2 reads zeroes.
+                ShallowMapping::Eof { .. } => (Extent::Zero, want),
+                ShallowMapping::Indirect {
+                    layer: below,
+                    offset: below_at,
+                    ..
+                } => {
+                    if depth >= layers {
+                        (Extent::Below, n)
+                    } else {
+                        layer = below;
+                        at = below_at;
+                        want = n;
+                        depth += 1;
+                        continue;
+                    }
+                }
+                // Raw data, or data imago must decode (compressed): data either way.
+                _ => (Extent::Data, n),
+            });
+        }
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DiskError> {
