@@ -280,7 +280,7 @@ pub fn default_template(api: &Api, data_dir: &Path, template_dir: &Path) -> Resu
             ]),
         )?;
         crate::vm::refresh_allowed(tx, &template)?;
-        let vdi = crate::objects::vdi_create(
+        let vdi = crate::storage::vdi_create(
             tx,
             &Value::Struct(BTreeMap::from([
                 ("name_label".into(), s("Debian busybox root")),
@@ -289,10 +289,7 @@ pub fn default_template(api: &Api, data_dir: &Path, template_dir: &Path) -> Resu
                 ("type".into(), s("system")),
             ])),
         )?;
-        let location = tx.get("VDI", &vdi, "location")?.as_str().unwrap_or_default().to_owned();
-        let file = crate::vm::sr_path(tx, &sr)?.join(location);
-        crate::objects::copy_sparse(&rootfs, &file)
-            .map_err(|e| fv_xapi::ApiError::internal(format!("copying the root filesystem: {e}")))?;
+        crate::storage::import_raw(tx, &vdi, &rootfs)?;
         tx.create(
             "VBD",
             BTreeMap::from([

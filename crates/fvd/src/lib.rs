@@ -14,6 +14,7 @@ mod metrics;
 mod objects;
 mod options;
 mod rpc;
+mod storage;
 mod tls;
 mod vm;
 

@@ -1,5 +1,6 @@
 //! Templates and copies: `VM.clone` of a template then `VM.provision`, as `xe vm-install`
-//! does; `VM.clone` and `VM.copy` of a halted VM copy its disks' data and its NICs.
+//! does; `VM.clone` (copy-on-write) and `VM.copy` (in full) of a halted VM carry its disks'
+//! data and its NICs; every image `qemu-img check` accepts.
 
 mod common;
 
@@ -21,6 +22,34 @@ fn vdi_file(fvd: &Fvd, c: &Client, vdi: &str) -> std::path::PathBuf {
         .join("sr")
         .join(sr_uuid.as_str().unwrap())
         .join(location.as_str().unwrap())
+}
+
+/// Writes `data` at the start of the qcow2 VDI at `path`, as a guest would.
+fn write_disk(path: &std::path::Path, data: &[u8]) {
+    let disk = fv_disk::open_disk(path, Some(fv_disk::Format::Qcow2), false).expect("open");
+    disk.write_at(data, 0).expect("write");
+    disk.flush().expect("flush");
+}
+
+/// The first 2 MiB of the qcow2 VDI (and its chain) at `path`.
+fn read_disk(path: &std::path::Path) -> Vec<u8> {
+    let disk = fv_disk::open_disk(path, Some(fv_disk::Format::Qcow2), true).expect("open");
+    let mut buf = vec![0u8; 2 << 20];
+    disk.read_at(&mut buf, 0).expect("read");
+    buf
+}
+
+fn qemu_img_check(path: &std::path::Path) {
+    let out = std::process::Command::new("qemu-img")
+        .arg("check")
+        .arg(path)
+        .output()
+        .expect("qemu-img (scripts/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn vdis_of(c: &Client, vm: &str) -> Vec<String> {
@@ -93,7 +122,7 @@ fn install_from_a_template_then_clone_and_copy() {
     // Data on the VM's disk, then a clone and a copy: each has its own disk with the data.
     let file = vdi_file(&fvd, &c, &vdis[0]);
     let data: Vec<u8> = (0..(2 << 20)).map(|i| (i % 251) as u8).collect();
-    std::fs::write(&file, &data).unwrap();
+    write_disk(&file, &data);
     let vif = c.ok(
         "VIF.create",
         &[Value::Struct(BTreeMap::from([
@@ -116,7 +145,9 @@ fn install_from_a_template_then_clone_and_copy() {
         let new_vdis = vdis_of(&c, new);
         assert_eq!(new_vdis.len(), 1);
         assert_ne!(new_vdis[0], vdis[0], "a copy has its own disk");
-        assert!(std::fs::read(vdi_file(&fvd, &c, &new_vdis[0])).unwrap() == data);
+        let new_file = vdi_file(&fvd, &c, &new_vdis[0]);
+        assert!(read_disk(&new_file) == data, "the copy holds the data");
+        qemu_img_check(&new_file);
         let Value::Array(vifs) = c.field("VM", new, "VIFs") else {
             panic!()
         };

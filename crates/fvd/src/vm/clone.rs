@@ -1,11 +1,11 @@
 //! `VM.clone`, `VM.copy` and `VM.provision`: new VMs from halted VMs and templates.
 //!
 //! A clone or copy is the record (new uuid and name, halted, no snapshots), its VBDs with
-//! copies of their disks (CDs keep their media), and its VIFs (a generated MAC is made
-//! again, so two VMs never share one). `provision` makes the disks a template describes in
+//! clones or copies of their disks (made by `crate::storage` beforehand; CDs keep their
+//! media), and its VIFs (a generated MAC is made again, so two VMs never share one). `provision` makes the disks a template describes in
 //! `other_config:disks`, as XAPI's `<provision><disk .../></provision>`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use fv_xapi::db::Tx;
 use fv_xapi::error::codes;
@@ -14,7 +14,6 @@ use fv_xapi::{ApiError, Value};
 
 use super::devices::random_mac;
 use crate::fields::{refs, text};
-use crate::objects;
 
 /// The fields a client could have given `<class>.create`: what a copy carries over.
 fn settable(tx: &Tx<'_>, class: &str, r: &str) -> Result<BTreeMap<String, Value>, ApiError> {
@@ -30,18 +29,25 @@ fn settable(tx: &Tx<'_>, class: &str, r: &str) -> Result<BTreeMap<String, Value>
     Ok(out)
 }
 
-/// Where a copy of the VM's disks goes: `sr`, or (a null ref) each disk's own SR.
-pub enum Target<'a> {
-    SameSr,
-    Sr(&'a str),
+/// The VDIs of the VM's disks (not CDs), which a clone or copy must clone or copy.
+pub fn disks(tx: &Tx<'_>, vm: &str) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for vbd in refs(tx, "VM", vm, "VBDs")? {
+        let vdi = text(tx, "VBD", &vbd, "VDI")?;
+        if text(tx, "VBD", &vbd, "type")? != "CD" && tx.exists("VDI", &vdi)? {
+            out.push(vdi);
+        }
+    }
+    Ok(out)
 }
 
-/// Copies VM `vm` as `new_name`, with its disks (into `target`); returns the new VM.
+/// Copies VM `vm` as `new_name`; its disks' VDIs become those `vdis` maps them to (the
+/// clones or copies made before), CDs keep their media. Returns the new VM.
 pub fn copy_vm(
     tx: &mut Tx<'_>,
     vm: &str,
     new_name: &str,
-    target: Target<'_>,
+    vdis: &HashMap<String, String>,
 ) -> Result<String, ApiError> {
     let mut fields = settable(tx, "VM", vm)?;
     fields.insert("name_label".into(), Value::String(new_name.to_owned()));
@@ -51,16 +57,8 @@ pub fn copy_vm(
         let mut f = settable(tx, "VBD", &vbd)?;
         f.insert("VM".into(), Value::String(new.clone()));
         let vdi = text(tx, "VBD", &vbd, "VDI")?;
-        let is_cd = text(tx, "VBD", &vbd, "type")? == "CD";
-        if !is_cd && tx.exists("VDI", &vdi)? {
-            let sr = match target {
-                Target::Sr(sr) => sr.to_owned(),
-                Target::SameSr => text(tx, "VDI", &vdi, "SR")?,
-            };
-            f.insert(
-                "VDI".into(),
-                Value::String(objects::vdi_copy(tx, &vdi, &sr)?),
-            );
+        if let Some(copy) = vdis.get(&vdi) {
+            f.insert("VDI".into(), Value::String(copy.clone()));
         }
         tx.create("VBD", f)?;
     }
@@ -172,7 +170,7 @@ pub fn provision(tx: &mut Tx<'_>, vm: &str) -> Result<(), ApiError> {
         }
         let size = i64::try_from(d.size)
             .map_err(|_| ApiError::new(&codes::INVALID_VALUE, ["size", &d.size.to_string()]))?;
-        let vdi = objects::vdi_create(
+        let vdi = crate::storage::vdi_create(
             tx,
             &Value::Struct(BTreeMap::from([
                 (

@@ -619,6 +619,89 @@ impl Vms {
         })
     }
 
+    // ---- disks ----
+
+    /// The VDI messages, on file SRs through fv-sr (`crate::storage`).
+    fn vdi_call(
+        &self,
+        ctx: &CallContext,
+        msg: &'static Message,
+        args: &[Value],
+    ) -> Result<Value, ApiError> {
+        use crate::storage;
+        let db = self.api()?.db();
+        let vdi = arg_ref(args, 0);
+        match msg.name {
+            "create" => {
+                let record = args.first().cloned().unwrap_or_else(Value::void);
+                db.write(|tx| storage::vdi_create(tx, &record))
+                    .map(Value::String)
+            }
+            "destroy" => storage::vdi_destroy(db, &vdi).map(|()| Value::void()),
+            "snapshot" | "clone" => db
+                .write(|tx| storage::vdi_fork(tx, &vdi, msg.name == "snapshot"))
+                .map(Value::String),
+            "copy" => storage::vdi_copy(db, &vdi, &arg_ref(args, 1), ctx.task.as_deref())
+                .map(Value::String),
+            "resize" => {
+                let size = args.get(1).and_then(Value::as_int).unwrap_or(-1);
+                db.write(|tx| storage::vdi_resize(tx, &vdi, size))
+                    .map(|()| Value::void())
+            }
+            _ => Err(ApiError::new(
+                &codes::NOT_IMPLEMENTED,
+                [format!("VDI.{}: not in this version", msg.name)],
+            )),
+        }
+    }
+
+    /// `VM.clone` (disks cloned copy-on-write) or `VM.copy` (disks copied in full, into
+    /// `to_sr` or each disk's own SR).
+    fn copy_vm(
+        &self,
+        ctx: &CallContext,
+        vm: &str,
+        new_name: &str,
+        full: bool,
+        to_sr: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        use crate::storage;
+        let db = self.api()?.db();
+        let disks = db.read(|tx| clone::disks(tx, vm))?;
+        if !full {
+            return db
+                .write(|tx| {
+                    let mut map = std::collections::HashMap::new();
+                    for vdi in &disks {
+                        map.insert(vdi.clone(), storage::vdi_fork(tx, vdi, false)?);
+                    }
+                    clone::copy_vm(tx, vm, new_name, &map)
+                })
+                .map(Value::String);
+        }
+        let mut map = std::collections::HashMap::new();
+        for vdi in &disks {
+            let sr = match to_sr {
+                Some(sr) => sr.to_owned(),
+                None => db.read(|tx| get_str(tx, "VDI", vdi, "SR"))?,
+            };
+            match storage::vdi_copy(db, vdi, &sr, ctx.task.as_deref()) {
+                Ok(new) => {
+                    map.insert(vdi.clone(), new);
+                }
+                Err(e) => {
+                    // Leave nothing half-made behind.
+                    for new in map.values() {
+                        let _ = storage::vdi_destroy(db, new);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        db.write(|tx| clone::copy_vm(tx, vm, new_name, &map))
+            .map(Value::String)
+    }
+
     // ---- devices of running VMs ----
 
     /// `VIF.plug`/`unplug`, `VBD.plug`/`unplug`: a device joins or leaves a VM when it
@@ -874,8 +957,7 @@ fn not_implemented(class: &Class, msg: &Message, why: &str) -> ApiError {
 
 impl Actions for Vms {
     /// Completes objects made through the generic `create`: a VM is allowed what a
-    /// halted VM is; a VIF without a MAC gets one; a network without a bridge gets one;
-    /// a VDI in a file SR gets its (sparse, raw) file.
+    /// halted VM is; a VIF without a MAC gets one; a network without a bridge gets one.
     fn created(&self, tx: &mut Tx<'_>, class: &'static Class, r: &str) -> Result<(), ApiError> {
         match class.name {
             "VM" => {
@@ -890,7 +972,6 @@ impl Actions for Vms {
                 Ok(())
             }
             "network" => crate::objects::network_created(tx, r),
-            "VDI" => crate::objects::vdi_created(tx, r),
             _ => Ok(()),
         }
     }
@@ -902,13 +983,8 @@ impl Actions for Vms {
         msg: &'static Message,
         args: Vec<Value>,
     ) -> Result<Value, ApiError> {
-        if (class.name, msg.name) == ("VDI", "create") {
-            let record = args.first().cloned().unwrap_or_else(Value::void);
-            return self
-                .api()?
-                .db()
-                .write(|tx| crate::objects::vdi_create(tx, &record))
-                .map(Value::String);
+        if class.name == "VDI" {
+            return self.vdi_call(ctx, msg, &args);
         }
         if matches!(class.name, "VIF" | "VBD")
             && matches!(msg.name, "plug" | "unplug" | "unplug_force")
@@ -938,22 +1014,14 @@ impl Actions for Vms {
                     .unwrap_or_default()
                     .to_owned();
                 let sr = arg_ref(&args, 2);
-                let target = if msg.name == "copy" && !sr.is_empty() && sr != "OpaqueRef:NULL" {
-                    clone::Target::Sr(&sr)
-                } else {
-                    clone::Target::SameSr
-                };
+                let to_sr =
+                    (msg.name == "copy" && !sr.is_empty() && sr != "OpaqueRef:NULL").then_some(sr);
                 self.with_op(
                     ctx,
                     &vm,
                     msg.name,
                     |tx| require_state(tx, &vm, &["Halted"]).map(drop),
-                    || {
-                        self.api()?
-                            .db()
-                            .write(|tx| clone::copy_vm(tx, &vm, &new_name, target))
-                            .map(Value::String)
-                    },
+                    || self.copy_vm(ctx, &vm, &new_name, msg.name == "copy", to_sr.as_deref()),
                 )
             }
             "provision" => done(self.with_op(

@@ -1,0 +1,310 @@
+//! The XenAPI's VDI calls on file SRs (`ext`, the default), through fv-sr: thin qcow2
+//! VDIs, copy-on-write clones and snapshots, full copies with progress, growth, and
+//! destroy with coalescing of the chain it leaves.
+//!
+//! A base copy that fv-sr makes (the shared, read-only parent of a snapshot or clone and
+//! its VDI) is recorded as XAPI records one: a VDI with `managed = false`, so clients see
+//! the space it takes but never use it.
+
+use std::collections::BTreeMap;
+
+use fv_sr::{ErrorKind, FileSr, SrError, VdiInfo};
+use fv_xapi::db::codec::new_uuid;
+use fv_xapi::db::{Db, Tx};
+use fv_xapi::error::codes;
+use fv_xapi::{ApiError, Value};
+
+use crate::fields::{refs, text};
+use crate::vm::sr_path;
+
+/// A fv-sr error as a XenAPI one.
+pub fn api_error(e: &SrError) -> ApiError {
+    match e.kind() {
+        ErrorKind::NotFound => ApiError::new(&codes::HANDLE_INVALID, ["VDI", &e.to_string()]),
+        ErrorKind::SrFull => ApiError::new(&codes::SR_FULL, ["", &e.to_string()]),
+        ErrorKind::InUse => ApiError::new(&codes::VDI_IN_USE, ["", &e.to_string()]),
+        ErrorKind::Invalid | ErrorKind::Cancelled => {
+            ApiError::new(&codes::OPERATION_NOT_ALLOWED, [e.to_string()])
+        }
+        _ => ApiError::internal(e),
+    }
+}
+
+/// The fv-sr driver of SR `sr`.
+pub fn open_sr(tx: &Tx<'_>, sr: &str) -> Result<FileSr, ApiError> {
+    FileSr::open(&sr_path(tx, sr)?).map_err(|e| api_error(&e))
+}
+
+fn size(v: u64) -> Value {
+    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// Records what fv-sr says of a file: location, sizes, format.
+fn record_file(tx: &mut Tx<'_>, vdi: &str, info: &VdiInfo) -> Result<(), ApiError> {
+    tx.set("VDI", vdi, "location", Value::String(info.name.clone()))?;
+    tx.set("VDI", vdi, "virtual_size", size(info.virtual_size))?;
+    tx.set(
+        "VDI",
+        vdi,
+        "physical_utilisation",
+        size(info.physical_utilisation),
+    )?;
+    tx.set(
+        "VDI",
+        vdi,
+        "sm_config",
+        Value::Struct(BTreeMap::from([(
+            "type".to_owned(),
+            Value::from(info.format),
+        )])),
+    )
+}
+
+/// The fields a client gives `VDI.create` (the others are the storage's to set).
+const CREATE_FIELDS: &[&str] = &[
+    "name_label",
+    "name_description",
+    "SR",
+    "virtual_size",
+    "type",
+    "sharable",
+    "read_only",
+    "other_config",
+    "xenstore_data",
+    "tags",
+];
+
+/// `VDI.create(record)`: the record, and a thin qcow2 in the SR.
+pub fn vdi_create(tx: &mut Tx<'_>, record: &Value) -> Result<String, ApiError> {
+    let Value::Struct(given) = record else {
+        return Err(ApiError::field_type("args"));
+    };
+    let fields: BTreeMap<String, Value> = given
+        .iter()
+        .filter(|(k, _)| CREATE_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let vdi = tx.create("VDI", fields)?;
+    let sr = text(tx, "VDI", &vdi, "SR")?;
+    let uuid = text(tx, "VDI", &vdi, "uuid")?;
+    let wanted = tx.get("VDI", &vdi, "virtual_size")?.as_int().unwrap_or(0);
+    let wanted = u64::try_from(wanted)
+        .map_err(|_| ApiError::new(&codes::INVALID_VALUE, ["virtual_size", &wanted.to_string()]))?;
+    let info = open_sr(tx, &sr)?
+        .create(&uuid, wanted)
+        .map_err(|e| api_error(&e))?;
+    record_file(tx, &vdi, &info)?;
+    Ok(vdi)
+}
+
+/// A new VDI record beside `from` (same SR, name and type), for a file fv-sr made.
+fn new_record(
+    tx: &mut Tx<'_>,
+    from: &str,
+    info: &VdiInfo,
+    name: &str,
+    managed: bool,
+) -> Result<String, ApiError> {
+    let mut fields = BTreeMap::new();
+    for f in ["name_description", "SR", "type", "sharable", "other_config"] {
+        fields.insert(f.to_owned(), tx.get("VDI", from, f)?);
+    }
+    fields.insert("uuid".into(), Value::String(info.uuid.clone()));
+    fields.insert("name_label".into(), Value::String(name.to_owned()));
+    fields.insert("virtual_size".into(), size(info.virtual_size));
+    fields.insert("read_only".into(), Value::Bool(!managed));
+    let r = tx.create("VDI", fields)?;
+    record_file(tx, &r, info)?;
+    tx.set("VDI", &r, "managed", Value::Bool(managed))?;
+    Ok(r)
+}
+
+/// Refuses when a running or paused VM has `vdi` attached: fv-sr replaces the VDI's file,
+/// which a VM that has it open would not see.
+fn require_unattached(tx: &Tx<'_>, vdi: &str, op: &str) -> Result<(), ApiError> {
+    for vbd in refs(tx, "VDI", vdi, "VBDs")? {
+        let vm = text(tx, "VBD", &vbd, "VM")?;
+        let state = text(tx, "VM", &vm, "power_state")?;
+        if state == "Running" || state == "Paused" {
+            return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, op]));
+        }
+    }
+    Ok(())
+}
+
+/// `VDI.snapshot` or `VDI.clone`: a copy-on-write child; returns the new VDI.
+pub fn vdi_fork(tx: &mut Tx<'_>, vdi: &str, snapshot: bool) -> Result<String, ApiError> {
+    let op = if snapshot { "snapshot" } else { "clone" };
+    require_unattached(tx, vdi, op)?;
+    let sr = text(tx, "VDI", vdi, "SR")?;
+    let location = text(tx, "VDI", vdi, "location")?;
+    let driver = open_sr(tx, &sr)?;
+    let fork = if snapshot {
+        driver.snapshot(&location, &new_uuid())
+    } else {
+        driver.clone_vdi(&location, &new_uuid())
+    }
+    .map_err(|e| api_error(&e))?;
+    let name = text(tx, "VDI", vdi, "name_label")?;
+    new_record(tx, vdi, &fork.base, &format!("base copy of {name}"), false)?;
+    record_file(tx, vdi, &fork.vdi)?;
+    let new = new_record(tx, vdi, &fork.new, &name, true)?;
+    if snapshot {
+        tx.set("VDI", &new, "is_a_snapshot", Value::Bool(true))?;
+        tx.set("VDI", &new, "snapshot_of", Value::String(vdi.to_owned()))?;
+        tx.set(
+            "VDI",
+            &new,
+            "snapshot_time",
+            Value::DateTime(fv_xapi::time::now()),
+        )?;
+        tx.set("VDI", &new, "read_only", Value::Bool(true))?;
+    }
+    Ok(new)
+}
+
+/// `VDI.resize`: grows a VDI no running VM has attached.
+pub fn vdi_resize(tx: &mut Tx<'_>, vdi: &str, new_size: i64) -> Result<(), ApiError> {
+    require_unattached(tx, vdi, "resize")?;
+    let new_size = u64::try_from(new_size)
+        .map_err(|_| ApiError::new(&codes::INVALID_VALUE, ["size", &new_size.to_string()]))?;
+    let sr = text(tx, "VDI", vdi, "SR")?;
+    let location = text(tx, "VDI", vdi, "location")?;
+    let info = open_sr(tx, &sr)?
+        .resize(&location, new_size)
+        .map_err(|e| api_error(&e))?;
+    record_file(tx, vdi, &info)
+}
+
+/// `VDI.destroy`: the record and the file; base copies left without children go too
+/// (with their records), and a base left with one child is merged into it.
+pub fn vdi_destroy(db: &Db, vdi: &str) -> Result<(), ApiError> {
+    let (driver, destroyed) = db.write(|tx| {
+        if !refs(tx, "VDI", vdi, "VBDs")?.is_empty() {
+            return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, "destroy"]));
+        }
+        let sr = text(tx, "VDI", vdi, "SR")?;
+        let location = text(tx, "VDI", vdi, "location")?;
+        let driver = open_sr(tx, &sr)?;
+        let destroyed = driver.destroy(&location).map_err(|e| api_error(&e))?;
+        tx.destroy("VDI", vdi)?;
+        forget_files(tx, &sr, &destroyed.removed)?;
+        Ok((driver, destroyed))
+    })?;
+    if let Some(candidate) = destroyed.coalesce {
+        // Chains stay short by themselves: merge what is left into its only child now
+        // (the child must not be a VDI a running VM writes to; then the next destroy or a
+        // halt will come back to it).
+        if let Err(e) = coalesce(db, &driver, &candidate) {
+            tracing::warn!(
+                "coalescing {} into {}: {e:?}",
+                candidate.base,
+                candidate.child
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Removes the records of files fv-sr removed.
+fn forget_files(tx: &mut Tx<'_>, sr: &str, files: &[String]) -> Result<(), ApiError> {
+    for other in refs(tx, "SR", sr, "VDIs")? {
+        if files.contains(&text(tx, "VDI", &other, "location")?) {
+            tx.destroy("VDI", &other)?;
+        }
+    }
+    Ok(())
+}
+
+fn coalesce(
+    db: &Db,
+    driver: &FileSr,
+    candidate: &fv_sr::CoalesceCandidate,
+) -> Result<(), ApiError> {
+    if candidate.child_is_vdi {
+        let busy = db.read(|tx| {
+            for vdi in tx.refs("VDI")? {
+                if text(tx, "VDI", &vdi, "location")? == candidate.child {
+                    return require_unattached(tx, &vdi, "coalesce")
+                        .map(|()| false)
+                        .or(Ok(true));
+                }
+            }
+            Ok(false)
+        })?;
+        if busy {
+            return Ok(());
+        }
+    }
+    let done = driver
+        .coalesce(&candidate.base, &mut |_| true)
+        .map_err(|e| api_error(&e))?;
+    db.write(|tx| {
+        let sr_vdis: Vec<String> = tx.refs("VDI")?;
+        for vdi in sr_vdis {
+            let location = text(tx, "VDI", &vdi, "location")?;
+            if location == done.removed {
+                tx.destroy("VDI", &vdi)?;
+            } else if location == done.child.name {
+                record_file(tx, &vdi, &done.child)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `VDI.copy(vdi, sr)`: a full copy into `sr`, progress on `task`; returns the new VDI.
+pub fn vdi_copy(db: &Db, vdi: &str, sr: &str, task: Option<&str>) -> Result<String, ApiError> {
+    let (from, to, location) = db.read(|tx| {
+        let from_sr = text(tx, "VDI", vdi, "SR")?;
+        Ok((
+            open_sr(tx, &from_sr)?,
+            open_sr(tx, sr)?,
+            text(tx, "VDI", vdi, "location")?,
+        ))
+    })?;
+    let uuid = new_uuid();
+    let mut progress = |fraction: f64| -> bool {
+        let Some(t) = task else { return true };
+        let _ = fv_xapi::task::set_progress(db, t, fraction.clamp(0.0, 0.99));
+        !fv_xapi::task::cancel_requested(db, t).unwrap_or(false)
+    };
+    let info = from
+        .copy(&location, &to, &uuid, &mut progress)
+        .map_err(|e| match (e.kind(), task) {
+            (ErrorKind::Cancelled, Some(t)) => ApiError::new(&codes::TASK_CANCELLED, [t]),
+            _ => api_error(&e),
+        })?;
+    db.write(|tx| {
+        let name = text(tx, "VDI", vdi, "name_label")?;
+        let new = new_record(tx, vdi, &info, &name, true)?;
+        tx.set("VDI", &new, "SR", Value::String(sr.to_owned()))?;
+        Ok(new)
+    })
+}
+
+/// Writes the raw image `raw` (a file) into the qcow2 VDI `vdi`: what the template's root
+/// filesystem is made from. Only non-zero data is written, so the VDI stays thin.
+pub fn import_raw(tx: &Tx<'_>, vdi: &str, raw: &std::path::Path) -> Result<(), ApiError> {
+    use std::io::Read;
+    let sr = text(tx, "VDI", vdi, "SR")?;
+    let path = sr_path(tx, &sr)?.join(text(tx, "VDI", vdi, "location")?);
+    let fail =
+        |e: &dyn std::fmt::Display| ApiError::internal(format!("importing {}: {e}", raw.display()));
+    let disk =
+        fv_disk::open_disk(&path, Some(fv_disk::Format::Qcow2), false).map_err(|e| fail(&e))?;
+    let mut file = std::fs::File::open(raw).map_err(|e| fail(&e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| fail(&e))?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            disk.write_at(&buf[..n], at).map_err(|e| fail(&e))?;
+        }
+        at += n as u64;
+    }
+    disk.flush().map_err(|e| fail(&e))
+}

@@ -1,0 +1,240 @@
+//! VDIs on the default file SR through the API (fv-sr underneath): thin qcow2 creation (a
+//! 16 TiB VDI included), snapshot and clone copy-on-write, copy with a task's progress,
+//! growth, destroy with the chain coalesced; the data checked at every step, every image
+//! checked by `qemu-img check`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use common::*;
+use fv_rpc::Value;
+
+struct Sr<'a> {
+    c: &'a Client,
+    dir: PathBuf,
+    sr: String,
+}
+
+impl Sr<'_> {
+    fn create(&self, name: &str, size: i64) -> String {
+        let rec = Value::Struct(BTreeMap::from([
+            ("name_label".to_owned(), s(name)),
+            ("SR".to_owned(), s(&self.sr)),
+            ("virtual_size".to_owned(), Value::Int(size)),
+            ("type".to_owned(), s("user")),
+            ("sharable".to_owned(), Value::Bool(false)),
+            ("read_only".to_owned(), Value::Bool(false)),
+            ("other_config".to_owned(), Value::Struct(BTreeMap::new())),
+        ]));
+        self.c.ok("VDI.create", &[rec]).as_str().unwrap().to_owned()
+    }
+
+    fn file(&self, vdi: &str) -> PathBuf {
+        let location = self.c.field("VDI", vdi, "location");
+        self.dir.join(location.as_str().unwrap())
+    }
+
+    fn write(&self, vdi: &str, offset: u64, data: &[u8]) {
+        let disk = fv_disk::open_disk(&self.file(vdi), Some(fv_disk::Format::Qcow2), false)
+            .expect("open the VDI");
+        disk.write_at(data, offset).expect("write");
+        disk.flush().expect("flush");
+    }
+
+    fn read(&self, vdi: &str, offset: u64, len: usize) -> Vec<u8> {
+        let disk = fv_disk::open_disk(&self.file(vdi), Some(fv_disk::Format::Qcow2), true)
+            .expect("open the VDI");
+        let mut buf = vec![0u8; len];
+        disk.read_at(&mut buf, offset).expect("read");
+        buf
+    }
+
+    /// Every VDI file of the SR (base copies included) passes `qemu-img check`.
+    fn check_all(&self) {
+        for entry in std::fs::read_dir(&self.dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".qcow2") || name.starts_with('.') {
+                continue;
+            }
+            let out = std::process::Command::new("qemu-img")
+                .arg("check")
+                .arg(entry.path())
+                .output()
+                .expect("qemu-img");
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+
+    fn managed(&self) -> usize {
+        let Value::Array(vdis) = self.c.field("SR", &self.sr, "VDIs") else {
+            panic!()
+        };
+        vdis.len()
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn vdis_snapshot_clone_copy_resize_and_destroy() {
+    let dir = TempDir::new("storage");
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
+        panic!()
+    };
+    let sr = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
+    let sr = sr.as_str().unwrap().to_owned();
+    let sr_uuid = c.field("SR", &sr, "uuid");
+    let sr = Sr {
+        c: &c,
+        dir: fvd.data.join("sr").join(sr_uuid.as_str().unwrap()),
+        sr,
+    };
+
+    // Thin: a 16 TiB VDI takes a few MiB, and a write at 15 TiB reads back.
+    let huge = sr.create("huge", 16 << 40);
+    assert_eq!(
+        c.field("VDI", &huge, "virtual_size").as_int(),
+        Some(16 << 40)
+    );
+    let far = (15u64 << 40) + 4096;
+    sr.write(&huge, far, b"far away");
+    assert_eq!(sr.read(&huge, far, 8), b"far away");
+    let on_disk = std::fs::metadata(sr.file(&huge)).unwrap().len();
+    assert!(on_disk < 64 << 20, "a thin VDI's file is {on_disk} bytes");
+
+    // A snapshot keeps the data as it was; the VDI carries on.
+    let vdi = sr.create("disk", 8 << 20);
+    let before = pattern(1 << 20, 1);
+    sr.write(&vdi, 0, &before);
+    let snap = c.ok("VDI.snapshot", &[s(&vdi), Value::Struct(BTreeMap::new())]);
+    let snap = snap.as_str().unwrap().to_owned();
+    assert_eq!(c.field("VDI", &snap, "is_a_snapshot"), Value::Bool(true));
+    assert_eq!(c.field("VDI", &snap, "snapshot_of"), s(&vdi));
+    let after = pattern(1 << 20, 2);
+    sr.write(&vdi, 0, &after);
+    assert!(sr.read(&snap, 0, 1 << 20) == before, "the snapshot changed");
+    assert!(sr.read(&vdi, 0, 1 << 20) == after);
+    // A clone is its own disk from the same point.
+    let clone = c.ok("VDI.clone", &[s(&vdi), Value::Struct(BTreeMap::new())]);
+    let clone = clone.as_str().unwrap().to_owned();
+    sr.write(&clone, 0, b"clone's own");
+    assert_eq!(sr.read(&clone, 0, 11), b"clone's own");
+    assert!(sr.read(&vdi, 0, 1 << 20) == after);
+
+    // A copy, as a task with progress.
+    let task = c.ok("Async.VDI.copy", &[s(&vdi), s(&sr.sr)]);
+    let task = task.as_str().unwrap().to_owned();
+    while c.field("task", &task, "status") == s("pending") {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(c.field("task", &task, "status"), s("success"));
+    assert_eq!(c.field("task", &task, "progress"), Value::Float(1.0));
+    let result = c.field("task", &task, "result");
+    let copy = result
+        .as_str()
+        .unwrap()
+        .trim_start_matches("<value>")
+        .trim_end_matches("</value>")
+        .to_owned();
+    assert!(
+        sr.read(&copy, 0, 1 << 20) == after,
+        "the copy holds the data"
+    );
+
+    // Growth, not shrinking.
+    c.ok("VDI.resize", &[s(&vdi), Value::Int(16 << 20)]);
+    assert_eq!(
+        c.field("VDI", &vdi, "virtual_size").as_int(),
+        Some(16 << 20)
+    );
+    assert_eq!(
+        c.err("VDI.resize", &[s(&vdi), Value::Int(1 << 20)]).code,
+        "OPERATION_NOT_ALLOWED"
+    );
+    sr.check_all();
+
+    // Destroying the snapshot and the clone leaves the chain short again: their base
+    // copies go, the VDI's data stays.
+    let with_bases = sr.managed();
+    c.ok("VDI.destroy", &[s(&snap)]);
+    c.ok("VDI.destroy", &[s(&clone)]);
+    assert!(sr.read(&vdi, 0, 1 << 20) == after, "coalescing lost data");
+    assert!(
+        sr.managed() <= with_bases - 4,
+        "the snapshot, the clone and their base copies should be gone: {} of {with_bases}",
+        sr.managed()
+    );
+    let files = std::fs::read_dir(&sr.dir).unwrap().count();
+    sr.check_all();
+    for v in [&vdi, &copy, &huge] {
+        c.ok("VDI.destroy", &[s(v)]);
+    }
+    assert_eq!(sr.managed(), 0, "every record gone");
+    let left: Vec<String> = std::fs::read_dir(&sr.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "files left behind: {left:?} (of {files})");
+}
+
+#[test]
+fn a_disk_a_running_vm_uses_is_not_snapshotted_under_it() {
+    let dir = TempDir::new("inuse");
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
+        panic!()
+    };
+    let sr = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
+    let vm = c.tiny_vm("busy", "spin");
+    let vdi = c.ok(
+        "VDI.create",
+        &[Value::Struct(BTreeMap::from([
+            ("name_label".to_owned(), s("d")),
+            ("SR".to_owned(), sr),
+            ("virtual_size".to_owned(), Value::Int(1 << 20)),
+            ("type".to_owned(), s("user")),
+        ]))],
+    );
+    let vdi = vdi.as_str().unwrap().to_owned();
+    c.ok(
+        "VBD.create",
+        &[Value::Struct(BTreeMap::from([
+            ("VM".to_owned(), s(&vm)),
+            ("VDI".to_owned(), s(&vdi)),
+            ("userdevice".to_owned(), s("0")),
+            ("bootable".to_owned(), Value::Bool(false)),
+            ("mode".to_owned(), s("RW")),
+            ("type".to_owned(), s("Disk")),
+            ("empty".to_owned(), Value::Bool(false)),
+        ]))],
+    );
+    c.ok(
+        "VM.start",
+        &[s(&vm), Value::Bool(false), Value::Bool(false)],
+    );
+    for call in ["VDI.snapshot", "VDI.clone"] {
+        assert_eq!(
+            c.err(call, &[s(&vdi), Value::Struct(BTreeMap::new())]).code,
+            "VDI_IN_USE",
+            "{call}"
+        );
+    }
+    assert_eq!(c.err("VDI.destroy", &[s(&vdi)]).code, "VDI_IN_USE");
+    c.ok("VM.hard_shutdown", &[s(&vm)]);
+    c.ok("VDI.snapshot", &[s(&vdi), Value::Struct(BTreeMap::new())]);
+}
