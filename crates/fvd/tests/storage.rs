@@ -238,3 +238,79 @@ fn a_disk_a_running_vm_uses_is_not_snapshotted_under_it() {
     c.ok("VM.hard_shutdown", &[s(&vm)]);
     c.ok("VDI.snapshot", &[s(&vdi), Value::Struct(BTreeMap::new())]);
 }
+
+#[test]
+fn vm_snapshot_and_revert() {
+    let dir = TempDir::new("revert");
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
+        panic!()
+    };
+    let sr_ref = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
+    let sr_uuid = c.field("SR", sr_ref.as_str().unwrap(), "uuid");
+    let sr = Sr {
+        c: &c,
+        dir: fvd.data.join("sr").join(sr_uuid.as_str().unwrap()),
+        sr: sr_ref.as_str().unwrap().to_owned(),
+    };
+    let vm = c.tiny_vm("reverting", "spin");
+    let vdi = sr.create("root", 4 << 20);
+    c.ok(
+        "VBD.create",
+        &[Value::Struct(BTreeMap::from([
+            ("VM".to_owned(), s(&vm)),
+            ("VDI".to_owned(), s(&vdi)),
+            ("userdevice".to_owned(), s("0")),
+            ("bootable".to_owned(), Value::Bool(true)),
+            ("mode".to_owned(), s("RW")),
+            ("type".to_owned(), s("Disk")),
+            ("empty".to_owned(), Value::Bool(false)),
+        ]))],
+    );
+    let first = pattern(1 << 20, 7);
+    sr.write(&vdi, 0, &first);
+    c.ok("VM.set_VCPUs_max", &[s(&vm), Value::Int(2)]);
+
+    // A running VM's snapshot is refused for now; a halted one's is taken.
+    c.ok("VM.start", &[s(&vm), Value::Bool(true), Value::Bool(false)]);
+    assert_eq!(
+        c.err("VM.snapshot", &[s(&vm), s("x")]).code,
+        "OPERATION_NOT_ALLOWED"
+    );
+    c.ok("VM.hard_shutdown", &[s(&vm)]);
+    let snap = c.ok("VM.snapshot", &[s(&vm), s("before the change")]);
+    let snap = snap.as_str().unwrap().to_owned();
+    assert_eq!(c.field("VM", &snap, "is_a_snapshot"), Value::Bool(true));
+    assert_eq!(c.field("VM", &snap, "is_a_template"), Value::Bool(true));
+    assert_eq!(c.field("VM", &snap, "snapshot_of"), s(&vm));
+    let Value::Array(snaps) = c.field("VM", &vm, "snapshots") else {
+        panic!()
+    };
+    assert_eq!(snaps, [s(&snap)]);
+
+    // Change the disk and a setting, then revert.
+    let second = pattern(1 << 20, 9);
+    sr.write(&vdi, 0, &second);
+    c.ok("VM.set_VCPUs_at_startup", &[s(&vm), Value::Int(2)]);
+    c.ok("VM.revert", &[s(&snap)]);
+    let Value::Array(vbds) = c.field("VM", &vm, "VBDs") else {
+        panic!()
+    };
+    let disk = c.field("VBD", vbds[0].as_str().unwrap(), "VDI");
+    let disk = disk.as_str().unwrap().to_owned();
+    assert_ne!(disk, vdi, "the VM has a fresh disk");
+    assert!(sr.read(&disk, 0, 1 << 20) == first, "the disk is as it was");
+    assert_eq!(c.err("VDI.get_record", &[s(&vdi)]).code, "HANDLE_INVALID");
+    assert_eq!(c.field("VM", &vm, "VCPUs_at_startup").as_int(), Some(1));
+    // The snapshot is still there, and reverting twice works.
+    c.ok("VM.revert", &[s(&snap)]);
+    sr.check_all();
+    // A VM is not a snapshot to revert to.
+    assert_eq!(c.err("VM.revert", &[s(&vm)]).code, "OPERATION_NOT_ALLOWED");
+    c.ok(
+        "VM.start",
+        &[s(&vm), Value::Bool(false), Value::Bool(false)],
+    );
+    c.ok("VM.hard_shutdown", &[s(&vm)]);
+}

@@ -81,6 +81,54 @@ pub fn copy_vm(
     Ok(new)
 }
 
+/// What `VM.revert` restores of a VM's settings from its snapshot.
+const REVERTED: &[&str] = &[
+    "VCPUs_max",
+    "VCPUs_at_startup",
+    "memory_static_max",
+    "memory_dynamic_max",
+    "memory_dynamic_min",
+    "memory_static_min",
+    "PV_kernel",
+    "PV_ramdisk",
+    "PV_args",
+    "actions_after_shutdown",
+    "actions_after_reboot",
+    "actions_after_crash",
+    "platform",
+];
+
+/// `VM.revert` in one transaction: each disk of `vm` that the snapshot has a disk for (by
+/// `userdevice`) gets a fresh clone of the snapshot's disk; returns the replaced VDIs,
+/// now detached, for the caller to destroy.
+pub fn revert(tx: &mut Tx<'_>, vm: &str, snapshot: &str) -> Result<Vec<String>, ApiError> {
+    let mut snap_disks = HashMap::new();
+    for vbd in refs(tx, "VM", snapshot, "VBDs")? {
+        let vdi = text(tx, "VBD", &vbd, "VDI")?;
+        if tx.exists("VDI", &vdi)? {
+            snap_disks.insert(text(tx, "VBD", &vbd, "userdevice")?, vdi);
+        }
+    }
+    let mut replaced = Vec::new();
+    for vbd in refs(tx, "VM", vm, "VBDs")? {
+        let device = text(tx, "VBD", &vbd, "userdevice")?;
+        let Some(snap_vdi) = snap_disks.get(&device) else {
+            continue;
+        };
+        let fresh = crate::storage::vdi_fork(tx, snap_vdi, false)?;
+        let old = text(tx, "VBD", &vbd, "VDI")?;
+        tx.set("VBD", &vbd, "VDI", Value::String(fresh))?;
+        if tx.exists("VDI", &old)? {
+            replaced.push(old);
+        }
+    }
+    for field in REVERTED {
+        let value = tx.get("VM", snapshot, field)?;
+        tx.set("VM", vm, field, value)?;
+    }
+    Ok(replaced)
+}
+
 /// One `<disk .../>` of a template's `other_config:disks`.
 #[derive(Debug, PartialEq, Eq)]
 struct DiskSpec {

@@ -120,6 +120,20 @@ fn require_state(tx: &Tx<'_>, vm: &str, expected: &[&str]) -> Result<String, Api
     ))
 }
 
+/// A snapshot of a running VM would replace disk files under it: halted VMs only, for now.
+fn require_snapshot_state(tx: &Tx<'_>, vm: &str) -> Result<(), ApiError> {
+    let state = get_str(tx, "VM", vm, "power_state")?;
+    if state == "Halted" {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        &codes::OPERATION_NOT_ALLOWED,
+        [format!(
+            "VM {vm} is {state}: snapshots of running VMs are not supported yet; shut it down first"
+        )],
+    ))
+}
+
 fn require_not_template(tx: &Tx<'_>, vm: &str) -> Result<(), ApiError> {
     if matches!(tx.get("VM", vm, "is_a_template")?, Value::Bool(true)) {
         return Err(ApiError::new(&codes::VM_IS_TEMPLATE, [vm]));
@@ -702,6 +716,46 @@ impl Vms {
             .map(Value::String)
     }
 
+    /// `VM.snapshot` of a halted VM: a snapshot VM (a template, as XAPI makes them) whose
+    /// disks are snapshots of the VM's disks.
+    fn snapshot(&self, vm: &str, new_name: &str) -> Result<Value, ApiError> {
+        let db = self.api()?.db();
+        db.write(|tx| {
+            let mut map = std::collections::HashMap::new();
+            for vdi in clone::disks(tx, vm)? {
+                let snap = crate::storage::vdi_fork(tx, &vdi, true)?;
+                map.insert(vdi, snap);
+            }
+            let snap = clone::copy_vm(tx, vm, new_name, &map)?;
+            tx.set("VM", &snap, "is_a_snapshot", Value::Bool(true))?;
+            tx.set("VM", &snap, "is_a_template", Value::Bool(true))?;
+            tx.set("VM", &snap, "snapshot_of", s(vm))?;
+            tx.set(
+                "VM",
+                &snap,
+                "snapshot_time",
+                Value::DateTime(fv_xapi::time::now()),
+            )?;
+            tx.set("VM", &snap, "parent", s("OpaqueRef:NULL"))?;
+            ops::refresh(tx, &snap)?;
+            Ok(Value::String(snap))
+        })
+    }
+
+    /// `VM.revert`: each of the VM's disks is replaced by a clone of the snapshot's disk on
+    /// the same device (the replaced disks are destroyed), and its settings are the
+    /// snapshot's again.
+    fn revert(&self, vm: &str, snapshot: &str) -> Result<(), ApiError> {
+        let db = self.api()?.db();
+        let replaced = db.write(|tx| clone::revert(tx, vm, snapshot))?;
+        for vdi in replaced {
+            if let Err(e) = crate::storage::vdi_destroy(db, &vdi) {
+                tracing::warn!("VM {vm}: the disk {vdi} the revert replaced stays: {e:?}");
+            }
+        }
+        Ok(())
+    }
+
     // ---- devices of running VMs ----
 
     /// `VIF.plug`/`unplug`, `VBD.plug`/`unplug`: a device joins or leaves a VM when it
@@ -1023,6 +1077,40 @@ impl Actions for Vms {
                     |tx| require_state(tx, &vm, &["Halted"]).map(drop),
                     || self.copy_vm(ctx, &vm, &new_name, msg.name == "copy", to_sr.as_deref()),
                 )
+            }
+            "snapshot" => {
+                let new_name = args
+                    .get(1)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                self.with_op(
+                    ctx,
+                    &vm,
+                    "snapshot",
+                    |tx| require_snapshot_state(tx, &vm),
+                    || self.snapshot(&vm, &new_name),
+                )
+            }
+            "revert" => {
+                // The parameter is the snapshot; the VM is the one it was taken of.
+                let snapshot = vm.clone();
+                let target = self.api()?.db().read(|tx| {
+                    if !matches!(tx.get("VM", &snapshot, "is_a_snapshot")?, Value::Bool(true)) {
+                        return Err(ApiError::new(
+                            &codes::OPERATION_NOT_ALLOWED,
+                            [format!("{snapshot} is not a snapshot")],
+                        ));
+                    }
+                    get_str(tx, "VM", &snapshot, "snapshot_of")
+                })?;
+                done(self.with_op(
+                    ctx,
+                    &target,
+                    "revert",
+                    |tx| require_state(tx, &target, &["Halted"]).map(drop),
+                    || self.revert(&target, &snapshot),
+                ))
             }
             "provision" => done(self.with_op(
                 ctx,
