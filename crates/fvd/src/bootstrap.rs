@@ -199,6 +199,13 @@ pub fn defaults(api: &Api, host: &str, data_dir: &Path) -> Result<(), Error> {
         })
         .map_err(setup)?;
     }
+    // The SRs' sizes as they are now (another process may have used their filesystems).
+    let srs = db.read(|tx| tx.refs("SR")).map_err(setup)?;
+    for sr in srs {
+        if let Err(e) = db.write(|tx| crate::storage::refresh_sr(tx, &sr)) {
+            tracing::warn!("SR {sr}: cannot read its size: {e:?}");
+        }
+    }
     let bridges = db
         .read(|tx| {
             let mut out = Vec::new();

@@ -94,6 +94,7 @@ pub fn vdi_create(tx: &mut Tx<'_>, record: &Value) -> Result<String, ApiError> {
         .create(&uuid, wanted)
         .map_err(|e| api_error(&e))?;
     record_file(tx, &vdi, &info)?;
+    refresh_sr(tx, &sr)?;
     Ok(vdi)
 }
 
@@ -160,6 +161,7 @@ pub fn vdi_fork(tx: &mut Tx<'_>, vdi: &str, snapshot: bool) -> Result<String, Ap
         )?;
         tx.set("VDI", &new, "read_only", Value::Bool(true))?;
     }
+    refresh_sr(tx, &sr)?;
     Ok(new)
 }
 
@@ -173,7 +175,8 @@ pub fn vdi_resize(tx: &mut Tx<'_>, vdi: &str, new_size: i64) -> Result<(), ApiEr
     let info = open_sr(tx, &sr)?
         .resize(&location, new_size)
         .map_err(|e| api_error(&e))?;
-    record_file(tx, vdi, &info)
+    record_file(tx, vdi, &info)?;
+    refresh_sr(tx, &sr)
 }
 
 /// `VDI.destroy`: the record and the file; base copies left without children go too
@@ -189,6 +192,7 @@ pub fn vdi_destroy(db: &Db, vdi: &str) -> Result<(), ApiError> {
         let destroyed = driver.destroy(&location).map_err(|e| api_error(&e))?;
         tx.destroy("VDI", vdi)?;
         forget_files(tx, &sr, &destroyed.removed)?;
+        refresh_sr(tx, &sr)?;
         Ok((driver, destroyed))
     })?;
     if let Some(candidate) = destroyed.coalesce {
@@ -279,6 +283,7 @@ pub fn vdi_copy(db: &Db, vdi: &str, sr: &str, task: Option<&str>) -> Result<Stri
         let name = text(tx, "VDI", vdi, "name_label")?;
         let new = new_record(tx, vdi, &info, &name, true)?;
         tx.set("VDI", &new, "SR", Value::String(sr.to_owned()))?;
+        refresh_sr(tx, sr)?;
         Ok(new)
     })
 }
@@ -307,4 +312,221 @@ pub fn import_raw(tx: &Tx<'_>, vdi: &str, raw: &std::path::Path) -> Result<(), A
         at += n as u64;
     }
     disk.flush().map_err(|e| fail(&e))
+}
+
+// ---- SRs ----
+
+/// Keeps an SR's sizes true: its filesystem's size and use, and the sum of its VDIs'
+/// virtual sizes (base copies included, as XAPI counts them).
+pub fn refresh_sr(tx: &mut Tx<'_>, sr: &str) -> Result<(), ApiError> {
+    let driver = open_sr(tx, sr)?;
+    let total = driver.physical_size().map_err(|e| api_error(&e))?;
+    let used = driver.physical_utilisation().map_err(|e| api_error(&e))?;
+    let mut allocated = 0i64;
+    for vdi in refs(tx, "SR", sr, "VDIs")? {
+        allocated =
+            allocated.saturating_add(tx.get("VDI", &vdi, "virtual_size")?.as_int().unwrap_or(0));
+    }
+    tx.set("SR", sr, "physical_size", size(total))?;
+    tx.set("SR", sr, "physical_utilisation", size(used))?;
+    tx.set("SR", sr, "virtual_allocation", Value::Int(allocated))
+}
+
+/// SR types this host's storage driver serves.
+const SR_TYPES: &[&str] = &["ext", "file"];
+
+#[allow(clippy::too_many_arguments)] // XenAPI's SR.create has these parameters.
+/// `SR.create` for a file SR: the directory `device_config:path` (made if missing), or
+/// `default_dir` named by the new SR's uuid; the SR and its PBD on `host`.
+pub fn sr_create(
+    tx: &mut Tx<'_>,
+    host: &str,
+    device_config: &Value,
+    name_label: &str,
+    name_description: &str,
+    sr_type: &str,
+    content_type: &str,
+    default_dir: &std::path::Path,
+) -> Result<String, ApiError> {
+    if !SR_TYPES.contains(&sr_type) {
+        return Err(ApiError::new(
+            &codes::OPERATION_NOT_ALLOWED,
+            [format!(
+                "SR type {sr_type:?} is not supported here; types: {}",
+                SR_TYPES.join(", ")
+            )],
+        ));
+    }
+    let uuid = new_uuid();
+    let path = match crate::fields::map_get(device_config, "path") {
+        Some(p) if std::path::Path::new(&p).is_absolute() => std::path::PathBuf::from(p),
+        Some(p) => {
+            return Err(ApiError::new(
+                &codes::INVALID_VALUE,
+                ["device_config:path", &p],
+            ))
+        }
+        None if crate::fields::map_get(device_config, "device").is_some() => {
+            return Err(ApiError::new(
+                &codes::OPERATION_NOT_ALLOWED,
+                ["formatting a block device for an ext SR is not supported yet: give device_config:path, a directory"],
+            ))
+        }
+        None => default_dir.join(&uuid),
+    };
+    std::fs::create_dir_all(&path)
+        .map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())))?;
+    FileSr::open(&path).map_err(|e| api_error(&e))?;
+    let sr = tx.create(
+        "SR",
+        BTreeMap::from([
+            ("uuid".to_owned(), Value::String(uuid)),
+            ("name_label".to_owned(), Value::from(name_label)),
+            ("name_description".to_owned(), Value::from(name_description)),
+            ("type".to_owned(), Value::from(sr_type)),
+            ("content_type".to_owned(), Value::from(content_type)),
+        ]),
+    )?;
+    let pbd = tx.create(
+        "PBD",
+        BTreeMap::from([
+            ("host".to_owned(), Value::from(host)),
+            ("SR".to_owned(), Value::String(sr.clone())),
+            (
+                "device_config".to_owned(),
+                Value::Struct(BTreeMap::from([(
+                    "path".to_owned(),
+                    Value::String(path.to_string_lossy().into_owned()),
+                )])),
+            ),
+        ]),
+    )?;
+    tx.set("PBD", &pbd, "currently_attached", Value::Bool(true))?;
+    refresh_sr(tx, &sr)?;
+    Ok(sr)
+}
+
+/// Refuses when a VDI of the SR is attached to a VM (any VBD): the SR is in use.
+fn require_sr_unused(tx: &Tx<'_>, sr: &str, op: &str) -> Result<(), ApiError> {
+    for vdi in refs(tx, "SR", sr, "VDIs")? {
+        if !refs(tx, "VDI", &vdi, "VBDs")?.is_empty() {
+            return Err(ApiError::new(
+                &codes::OPERATION_NOT_ALLOWED,
+                [format!(
+                    "VDI {vdi} of the SR is attached to a VM: detach it before {op}"
+                )],
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `SR.forget` (the records only) or `SR.destroy` (the files too, and the directory when
+/// it was the default one fvd made).
+pub fn sr_remove(
+    tx: &mut Tx<'_>,
+    sr: &str,
+    destroy: bool,
+    default_dir: &std::path::Path,
+) -> Result<(), ApiError> {
+    require_sr_unused(
+        tx,
+        sr,
+        if destroy {
+            "destroying it"
+        } else {
+            "forgetting it"
+        },
+    )?;
+    if destroy {
+        let path = sr_path(tx, sr)?;
+        let driver = open_sr(tx, sr)?;
+        let mut names: Vec<(bool, String)> = Vec::new();
+        for vdi in refs(tx, "SR", sr, "VDIs")? {
+            let managed = matches!(tx.get("VDI", &vdi, "managed")?, Value::Bool(true));
+            names.push((managed, text(tx, "VDI", &vdi, "location")?));
+        }
+        // The VDIs (leaves) first: their base copies go with the last of their children.
+        names.sort();
+        names.reverse();
+        for (_, name) in names {
+            match driver.destroy(&name) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(api_error(&e)),
+            }
+        }
+        if path.starts_with(default_dir) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+    for vdi in refs(tx, "SR", sr, "VDIs")? {
+        tx.destroy("VDI", &vdi)?;
+    }
+    for pbd in refs(tx, "SR", sr, "PBDs")? {
+        tx.destroy("PBD", &pbd)?;
+    }
+    for pool in tx.refs("pool")? {
+        if text(tx, "pool", &pool, "default_SR")? == sr {
+            tx.set("pool", &pool, "default_SR", Value::from("OpaqueRef:NULL"))?;
+        }
+    }
+    tx.destroy("SR", sr)
+}
+
+/// `SR.scan`: records for files the SR holds and the database does not know (a base copy
+/// unmanaged), `missing` set on records whose file is gone, sizes refreshed.
+pub fn sr_scan(tx: &mut Tx<'_>, sr: &str) -> Result<(), ApiError> {
+    let driver = open_sr(tx, sr)?;
+    driver.recover().map_err(|e| api_error(&e))?;
+    let scan = driver.scan().map_err(|e| api_error(&e))?;
+    let mut known = BTreeMap::new();
+    for vdi in refs(tx, "SR", sr, "VDIs")? {
+        known.insert(text(tx, "VDI", &vdi, "location")?, vdi);
+    }
+    for info in &scan.vdis {
+        match known.remove(&info.name) {
+            Some(vdi) => {
+                record_file(tx, &vdi, info)?;
+                tx.set("VDI", &vdi, "missing", Value::Bool(false))?;
+            }
+            None => {
+                let r = tx.create(
+                    "VDI",
+                    BTreeMap::from([
+                        ("uuid".to_owned(), Value::String(info.uuid.clone())),
+                        ("name_label".to_owned(), Value::from("")),
+                        ("SR".to_owned(), Value::from(sr)),
+                        ("virtual_size".to_owned(), size(info.virtual_size)),
+                        ("type".to_owned(), Value::from("user")),
+                        ("read_only".to_owned(), Value::Bool(info.hidden)),
+                    ]),
+                )?;
+                record_file(tx, &r, info)?;
+                tx.set("VDI", &r, "managed", Value::Bool(!info.hidden))?;
+            }
+        }
+    }
+    for (name, vdi) in known {
+        tracing::warn!("SR {sr}: the file of VDI {vdi} ({name}) is missing");
+        tx.set("VDI", &vdi, "missing", Value::Bool(true))?;
+    }
+    for (name, why) in &scan.ignored {
+        tracing::info!("SR {sr}: ignoring {name}: {why}");
+    }
+    refresh_sr(tx, sr)
+}
+
+/// `PBD.plug` (the SR attached: interrupted operations of fv-sr finished or undone) and
+/// `PBD.unplug` (refused while a VM uses a disk of the SR).
+pub fn pbd_plug(tx: &mut Tx<'_>, pbd: &str, plug: bool) -> Result<(), ApiError> {
+    let sr = text(tx, "PBD", pbd, "SR")?;
+    if plug {
+        open_sr(tx, &sr)?.recover().map_err(|e| api_error(&e))?;
+    } else {
+        for vdi in refs(tx, "SR", &sr, "VDIs")? {
+            require_unattached(tx, &vdi, "unplug")?;
+        }
+    }
+    tx.set("PBD", pbd, "currently_attached", Value::Bool(plug))
 }

@@ -314,3 +314,105 @@ fn vm_snapshot_and_revert() {
     );
     c.ok("VM.hard_shutdown", &[s(&vm)]);
 }
+
+#[test]
+fn srs_are_created_scanned_forgotten_and_destroyed() {
+    let dir = TempDir::new("srs");
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+    let Value::Array(hosts) = c.ok("host.get_all", &[]) else {
+        panic!()
+    };
+    let host = hosts[0].clone();
+    let extra_dir = dir.0.join("extra-sr");
+    let create = |config: Value, ty: &str| {
+        c.call(
+            "SR.create",
+            &[
+                host.clone(),
+                config,
+                Value::Int(0),
+                s("extra"),
+                s("a second file SR"),
+                s(ty),
+                s("user"),
+                Value::Bool(false),
+                Value::Struct(BTreeMap::new()),
+            ],
+        )
+    };
+    let path = |p: &std::path::Path| {
+        Value::Struct(BTreeMap::from([(
+            "path".to_owned(),
+            s(p.to_str().unwrap()),
+        )]))
+    };
+    assert_eq!(
+        create(path(&extra_dir), "lvm").unwrap_err().code,
+        "OPERATION_NOT_ALLOWED"
+    );
+    let sr = create(path(&extra_dir), "ext").expect("SR.create");
+    let sr = sr.as_str().unwrap().to_owned();
+    assert!(c.field("SR", &sr, "physical_size").as_int().unwrap() > 0);
+    let Value::Array(pbds) = c.field("SR", &sr, "PBDs") else {
+        panic!()
+    };
+    assert_eq!(
+        c.field("PBD", pbds[0].as_str().unwrap(), "currently_attached"),
+        Value::Bool(true)
+    );
+
+    // A VDI made there counts in its virtual allocation.
+    let vdi = c.ok(
+        "VDI.create",
+        &[Value::Struct(BTreeMap::from([
+            ("name_label".to_owned(), s("v")),
+            ("SR".to_owned(), s(&sr)),
+            ("virtual_size".to_owned(), Value::Int(64 << 20)),
+            ("type".to_owned(), s("user")),
+        ]))],
+    );
+    assert_eq!(
+        c.field("SR", &sr, "virtual_allocation").as_int(),
+        Some(64 << 20)
+    );
+
+    // An image put there by hand is found by a scan; a file gone is marked missing.
+    let found_uuid = "0f0f0f0f-1111-4222-8333-444455556666";
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(extra_dir.join(format!("{found_uuid}.qcow2")))
+        .arg("8M")
+        .status()
+        .expect("qemu-img");
+    assert!(made.success());
+    let location = c.field("VDI", vdi.as_str().unwrap(), "location");
+    std::fs::remove_file(extra_dir.join(location.as_str().unwrap())).unwrap();
+    c.ok("SR.scan", &[s(&sr)]);
+    let found = c.ok("VDI.get_by_uuid", &[s(found_uuid)]);
+    assert_eq!(
+        c.field("VDI", found.as_str().unwrap(), "virtual_size")
+            .as_int(),
+        Some(8 << 20)
+    );
+    assert_eq!(
+        c.field("VDI", vdi.as_str().unwrap(), "missing"),
+        Value::Bool(true)
+    );
+
+    // Forget keeps the files; the SR comes back with a create on the same path and a scan.
+    c.ok("SR.forget", &[s(&sr)]);
+    assert_eq!(c.err("SR.get_record", &[s(&sr)]).code, "HANDLE_INVALID");
+    assert!(extra_dir.join(format!("{found_uuid}.qcow2")).exists());
+    let again = create(path(&extra_dir), "ext").expect("SR.create again");
+    let again = again.as_str().unwrap().to_owned();
+    c.ok("SR.scan", &[s(&again)]);
+    c.ok("VDI.get_by_uuid", &[s(found_uuid)]);
+    // Destroy removes its VDIs' files (the directory was given, so it stays).
+    c.ok("SR.destroy", &[s(&again)]);
+    assert!(!extra_dir.join(format!("{found_uuid}.qcow2")).exists());
+    assert_eq!(
+        c.err("VDI.get_by_uuid", &[s(found_uuid)]).code,
+        "UUID_INVALID"
+    );
+}

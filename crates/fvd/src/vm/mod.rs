@@ -756,6 +756,58 @@ impl Vms {
         Ok(())
     }
 
+    /// Where the SRs fvd makes without a `device_config:path` live: DATA_DIR/sr.
+    fn sr_root(&self) -> PathBuf {
+        self.inner
+            .run_root
+            .parent()
+            .map_or_else(|| self.inner.run_root.join("sr"), |d| d.join("sr"))
+    }
+
+    /// The SR and PBD messages for file SRs.
+    fn sr_call(
+        &self,
+        class: &'static Class,
+        msg: &'static Message,
+        args: &[Value],
+    ) -> Result<Value, ApiError> {
+        use crate::storage;
+        let db = self.api()?.db();
+        let first = arg_ref(args, 0);
+        let text = |i: usize| {
+            args.get(i)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let root = self.sr_root();
+        let void = |r: Result<(), ApiError>| r.map(|()| Value::void());
+        match (class.name, msg.name) {
+            ("SR", "create") => {
+                let config = args.get(1).cloned().unwrap_or_else(Value::void);
+                db.write(|tx| {
+                    storage::sr_create(
+                        tx,
+                        &first,
+                        &config,
+                        &text(3),
+                        &text(4),
+                        &text(5),
+                        &text(6),
+                        &root,
+                    )
+                })
+                .map(Value::String)
+            }
+            ("SR", "destroy") => void(db.write(|tx| storage::sr_remove(tx, &first, true, &root))),
+            ("SR", "forget") => void(db.write(|tx| storage::sr_remove(tx, &first, false, &root))),
+            ("SR", "scan") => void(db.write(|tx| storage::sr_scan(tx, &first))),
+            ("PBD", "plug") => void(db.write(|tx| storage::pbd_plug(tx, &first, true))),
+            ("PBD", "unplug") => void(db.write(|tx| storage::pbd_plug(tx, &first, false))),
+            _ => Err(not_implemented(class, msg, "not in this version")),
+        }
+    }
+
     // ---- devices of running VMs ----
 
     /// `VIF.plug`/`unplug`, `VBD.plug`/`unplug`: a device joins or leaves a VM when it
@@ -1039,6 +1091,9 @@ impl Actions for Vms {
     ) -> Result<Value, ApiError> {
         if class.name == "VDI" {
             return self.vdi_call(ctx, msg, &args);
+        }
+        if matches!(class.name, "SR" | "PBD") {
+            return self.sr_call(class, msg, &args);
         }
         if matches!(class.name, "VIF" | "VBD")
             && matches!(msg.name, "plug" | "unplug" | "unplug_force")
