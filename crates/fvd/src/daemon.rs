@@ -50,6 +50,22 @@ pub fn start(options: &Options) -> Result<Daemon, Error> {
     vms.attach(api.clone(), host.clone());
     vms.reconcile()
         .map_err(|e| Error::Setup(format!("reconciling VMs: {e:?}")))?;
+    // Coalescing a crash or a running VM held up goes on.
+    let sr_dirs = api
+        .db()
+        .read(|tx| {
+            let mut dirs = Vec::new();
+            for sr in tx.refs("SR")? {
+                if let Ok(dir) = crate::vm::sr_path(tx, &sr) {
+                    dirs.push(dir);
+                }
+            }
+            Ok(dirs)
+        })
+        .map_err(|e| Error::Setup(format!("{e:?}")))?;
+    for dir in sr_dirs {
+        crate::storage::coalesce_in_background(api.clone(), dir);
+    }
     Ok(Daemon { api, host })
 }
 

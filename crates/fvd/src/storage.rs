@@ -181,7 +181,8 @@ pub fn vdi_resize(tx: &mut Tx<'_>, vdi: &str, new_size: i64) -> Result<(), ApiEr
 
 /// `VDI.destroy`: the record and the file; base copies left without children go too
 /// (with their records), and a base left with one child is merged into it.
-pub fn vdi_destroy(db: &Db, vdi: &str) -> Result<(), ApiError> {
+pub fn vdi_destroy(api: &fv_xapi::Api, vdi: &str) -> Result<(), ApiError> {
+    let db = api.db();
     let (driver, destroyed) = db.write(|tx| {
         if !refs(tx, "VDI", vdi, "VBDs")?.is_empty() {
             return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, "destroy"]));
@@ -195,19 +196,90 @@ pub fn vdi_destroy(db: &Db, vdi: &str) -> Result<(), ApiError> {
         refresh_sr(tx, &sr)?;
         Ok((driver, destroyed))
     })?;
-    if let Some(candidate) = destroyed.coalesce {
-        // Chains stay short by themselves: merge what is left into its only child now
-        // (the child must not be a VDI a running VM writes to; then the next destroy or a
-        // halt will come back to it).
-        if let Err(e) = coalesce(db, &driver, &candidate) {
-            tracing::warn!(
-                "coalescing {} into {}: {e:?}",
-                candidate.base,
-                candidate.child
-            );
-        }
+    if destroyed.coalesce.is_some() {
+        // Chains stay short by themselves: merge what is left, in the background.
+        coalesce_in_background(api.clone(), sr_of_driver(&driver));
     }
     Ok(())
+}
+
+fn sr_of_driver(driver: &FileSr) -> std::path::PathBuf {
+    driver.dir().to_path_buf()
+}
+
+/// Runs [`coalesce_sr`] on the SR in `dir` on a thread of its own.
+pub fn coalesce_in_background(api: fv_xapi::Api, dir: std::path::PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("fvd coalesce".into())
+        .spawn(move || {
+            let db = api.db();
+            let sr = db.read(|tx| {
+                for sr in tx.refs("SR")? {
+                    if sr_path(tx, &sr).ok().as_deref() == Some(dir.as_path()) {
+                        return Ok(Some(sr));
+                    }
+                }
+                Ok(None)
+            });
+            if let Ok(Some(sr)) = sr {
+                if let Err(e) = coalesce_sr(db, &sr) {
+                    tracing::warn!("SR {sr}: coalescing: {e:?}");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start coalescing: {e}");
+    }
+}
+
+/// Merges every base copy of the SR that has a single child into it, as a visible task
+/// ("Coalescing <SR name>") with progress. A chain whose child is a disk a running VM
+/// uses waits: it is tried again when that VM halts and when fvd starts. Returns how many
+/// base copies were merged away.
+pub fn coalesce_sr(db: &Db, sr: &str) -> Result<usize, ApiError> {
+    // One coalescing of an SR at a time: the second caller finds nothing left to do.
+    static RUNNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    let (driver, name) = db.read(|tx| Ok((open_sr(tx, sr)?, text(tx, "SR", sr, "name_label")?)))?;
+    let candidates = driver.coalesce_candidates().map_err(|e| api_error(&e))?;
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let task = fv_xapi::task::create(db, &format!("Coalescing {name}"), "", None)?;
+    let total = candidates.len();
+    let mut merged = 0;
+    let mut waiting = Vec::new();
+    for (i, candidate) in candidates.iter().enumerate() {
+        // Progress goes to the task between merges, not from inside one: fv-sr may call
+        // back while it holds its SR lock, and a database write then could wait for a
+        // call that holds the database and waits for that lock.
+        let _ = fv_xapi::task::set_progress(db, &task, i as f64 / total as f64);
+        let result = coalesce(db, &driver, candidate, &mut |_| true);
+        match result {
+            Ok(true) => merged += 1,
+            Ok(false) => waiting.push(candidate.child.clone()),
+            Err(e) => {
+                tracing::warn!("SR {name}: coalescing {}: {e:?}", candidate.base);
+                waiting.push(candidate.child.clone());
+            }
+        }
+    }
+    if waiting.is_empty() {
+        fv_xapi::task::succeed(db, &task, &Value::Int(i64::try_from(merged).unwrap_or(0)))?;
+    } else {
+        let why = format!(
+            "{} chain(s) wait for their disks to be free (a running VM uses them): {}; \
+             coalescing resumes when the VM halts",
+            waiting.len(),
+            waiting.join(", ")
+        );
+        fv_xapi::task::fail(
+            db,
+            &task,
+            &ApiError::new(&codes::OPERATION_NOT_ALLOWED, [why]),
+        )?;
+    }
+    Ok(merged)
 }
 
 /// Removes the records of files fv-sr removed.
@@ -220,41 +292,47 @@ fn forget_files(tx: &mut Tx<'_>, sr: &str, files: &[String]) -> Result<(), ApiEr
     Ok(())
 }
 
+/// Merges one base copy into its child; `false` when the child is a disk a running VM
+/// uses, which must wait.
 fn coalesce(
     db: &Db,
     driver: &FileSr,
     candidate: &fv_sr::CoalesceCandidate,
-) -> Result<(), ApiError> {
+    progress: &mut dyn FnMut(f64) -> bool,
+) -> Result<bool, ApiError> {
     if candidate.child_is_vdi {
         let busy = db.read(|tx| {
             for vdi in tx.refs("VDI")? {
                 if text(tx, "VDI", &vdi, "location")? == candidate.child {
-                    return require_unattached(tx, &vdi, "coalesce")
-                        .map(|()| false)
-                        .or(Ok(true));
+                    return Ok(require_unattached(tx, &vdi, "coalesce").is_err());
                 }
             }
             Ok(false)
         })?;
         if busy {
-            return Ok(());
+            return Ok(false);
         }
     }
     let done = driver
-        .coalesce(&candidate.base, &mut |_| true)
+        .coalesce(&candidate.base, progress)
         .map_err(|e| api_error(&e))?;
     db.write(|tx| {
-        let sr_vdis: Vec<String> = tx.refs("VDI")?;
-        for vdi in sr_vdis {
+        let mut sr = None;
+        for vdi in tx.refs("VDI")? {
             let location = text(tx, "VDI", &vdi, "location")?;
             if location == done.removed {
+                sr = Some(text(tx, "VDI", &vdi, "SR")?);
                 tx.destroy("VDI", &vdi)?;
             } else if location == done.child.name {
                 record_file(tx, &vdi, &done.child)?;
             }
         }
-        Ok(())
-    })
+        match sr {
+            Some(sr) => refresh_sr(tx, &sr),
+            None => Ok(()),
+        }
+    })?;
+    Ok(true)
 }
 
 /// `VDI.copy(vdi, sr)`: a full copy into `sr`, progress on `task`; returns the new VDI.

@@ -79,6 +79,29 @@ impl Sr<'_> {
     }
 }
 
+/// Waits until no coalescing task is pending (it runs in the background after a destroy or
+/// a halt): twice in a row 100 ms apart, so that one just starting is seen.
+fn wait_for_coalescing(c: &Client) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut quiet = 0;
+    while quiet < 2 {
+        let Value::Struct(tasks) = c.ok("task.get_all_records", &[]) else {
+            panic!()
+        };
+        let busy = tasks.values().any(|t| {
+            let Value::Struct(t) = t else { return false };
+            let name = t.get("name_label").and_then(Value::as_str).unwrap_or("");
+            name.starts_with("Coalescing") && t.get("status") == Some(&s("pending"))
+        });
+        quiet = if busy { 0 } else { quiet + 1 };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "coalescing never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -169,7 +192,9 @@ fn vdis_snapshot_clone_copy_resize_and_destroy() {
     // copies go, the VDI's data stays.
     let with_bases = sr.managed();
     c.ok("VDI.destroy", &[s(&snap)]);
+    wait_for_coalescing(&c);
     c.ok("VDI.destroy", &[s(&clone)]);
+    wait_for_coalescing(&c);
     assert!(sr.read(&vdi, 0, 1 << 20) == after, "coalescing lost data");
     assert!(
         sr.managed() <= with_bases - 4,
@@ -180,6 +205,7 @@ fn vdis_snapshot_clone_copy_resize_and_destroy() {
     sr.check_all();
     for v in [&vdi, &copy, &huge] {
         c.ok("VDI.destroy", &[s(v)]);
+        wait_for_coalescing(&c);
     }
     assert_eq!(sr.managed(), 0, "every record gone");
     let left: Vec<String> = std::fs::read_dir(&sr.dir)
@@ -305,6 +331,7 @@ fn vm_snapshot_and_revert() {
     assert_eq!(c.field("VM", &vm, "VCPUs_at_startup").as_int(), Some(1));
     // The snapshot is still there, and reverting twice works.
     c.ok("VM.revert", &[s(&snap)]);
+    wait_for_coalescing(&c);
     sr.check_all();
     // A VM is not a snapshot to revert to.
     assert_eq!(c.err("VM.revert", &[s(&vm)]).code, "OPERATION_NOT_ALLOWED");

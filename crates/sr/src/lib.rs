@@ -863,9 +863,12 @@ impl FileSr {
         let path = self.path(base);
         fs::remove_file(&path).map_err(io_err("remove", &path))?;
         self.sync_dir()?;
+        let child = self.info(&child)?;
+        // Outside the lock: a caller's progress may wait for something that waits for it.
+        drop(_lock);
         progress(1.0);
         Ok(Coalesced {
-            child: self.info(&child)?,
+            child,
             removed: base.to_owned(),
         })
     }
@@ -911,8 +914,11 @@ impl FileSr {
             }
             dst.flush().map_err(disk_err("copy into", &new))?;
         }
-        let _lock = dest.lock()?;
-        dest.publish(tmp, &new)?;
+        {
+            let _lock = dest.lock()?;
+            dest.publish(tmp, &new)?;
+        }
+        // Outside the lock: a caller's progress may wait for something that waits for it.
         progress(1.0);
         dest.info(&new)
     }

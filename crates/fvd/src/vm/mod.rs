@@ -380,6 +380,22 @@ impl Vms {
             devices::vif_devices(tx, vm)
         })?;
         devices::unplug(&uuid, &devices);
+        // Chains that waited for this VM's disks to be free can be shortened now.
+        let sr_dirs = db.read(|tx| {
+            let mut dirs = Vec::new();
+            for vdi in clone::disks(tx, vm)? {
+                let sr = get_str(tx, "VDI", &vdi, "SR")?;
+                if let Ok(dir) = sr_path(tx, &sr) {
+                    if !dirs.contains(&dir) {
+                        dirs.push(dir);
+                    }
+                }
+            }
+            Ok(dirs)
+        })?;
+        for dir in sr_dirs {
+            crate::storage::coalesce_in_background(api.clone(), dir);
+        }
         if restart {
             if let Err(e) = self.launch(vm, false) {
                 self.alert(db, &uuid, "VM_RESTART_FAILED", 2, &format!("{e:?}"));
@@ -651,7 +667,7 @@ impl Vms {
                 db.write(|tx| storage::vdi_create(tx, &record))
                     .map(Value::String)
             }
-            "destroy" => storage::vdi_destroy(db, &vdi).map(|()| Value::void()),
+            "destroy" => storage::vdi_destroy(self.api()?, &vdi).map(|()| Value::void()),
             "snapshot" | "clone" => db
                 .write(|tx| storage::vdi_fork(tx, &vdi, msg.name == "snapshot"))
                 .map(Value::String),
@@ -706,7 +722,7 @@ impl Vms {
                 Err(e) => {
                     // Leave nothing half-made behind.
                     for new in map.values() {
-                        let _ = storage::vdi_destroy(db, new);
+                        let _ = storage::vdi_destroy(self.api()?, new);
                     }
                     return Err(e);
                 }
@@ -749,7 +765,7 @@ impl Vms {
         let db = self.api()?.db();
         let replaced = db.write(|tx| clone::revert(tx, vm, snapshot))?;
         for vdi in replaced {
-            if let Err(e) = crate::storage::vdi_destroy(db, &vdi) {
+            if let Err(e) = crate::storage::vdi_destroy(self.api()?, &vdi) {
                 tracing::warn!("VM {vm}: the disk {vdi} the revert replaced stays: {e:?}");
             }
         }
