@@ -443,3 +443,73 @@ fn srs_are_created_scanned_forgotten_and_destroyed() {
         "UUID_INVALID"
     );
 }
+
+/// The base copies of the SR (VDIs with managed = false).
+fn base_copies(c: &Client, sr: &str) -> usize {
+    let Value::Array(vdis) = c.field("SR", sr, "VDIs") else {
+        panic!()
+    };
+    vdis.iter()
+        .filter(|v| c.field("VDI", v.as_str().unwrap(), "managed") == Value::Bool(false))
+        .count()
+}
+
+#[test]
+fn a_chain_under_a_running_vm_is_shortened_when_it_halts() {
+    let dir = TempDir::new("coalesce");
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
+        panic!()
+    };
+    let sr = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
+    let sr = sr.as_str().unwrap().to_owned();
+    let vm = c.tiny_vm("user", "spin");
+    let vdi = c.ok(
+        "VDI.create",
+        &[Value::Struct(BTreeMap::from([
+            ("name_label".to_owned(), s("d")),
+            ("SR".to_owned(), s(&sr)),
+            ("virtual_size".to_owned(), Value::Int(1 << 20)),
+            ("type".to_owned(), s("user")),
+        ]))],
+    );
+    let vdi = vdi.as_str().unwrap().to_owned();
+    c.ok(
+        "VBD.create",
+        &[Value::Struct(BTreeMap::from([
+            ("VM".to_owned(), s(&vm)),
+            ("VDI".to_owned(), s(&vdi)),
+            ("userdevice".to_owned(), s("0")),
+            ("bootable".to_owned(), Value::Bool(false)),
+            ("mode".to_owned(), s("RW")),
+            ("type".to_owned(), s("Disk")),
+            ("empty".to_owned(), Value::Bool(false)),
+        ]))],
+    );
+    let snap = c.ok("VDI.snapshot", &[s(&vdi), Value::Struct(BTreeMap::new())]);
+    assert_eq!(base_copies(&c, &sr), 1);
+    c.ok(
+        "VM.start",
+        &[s(&vm), Value::Bool(false), Value::Bool(false)],
+    );
+    // The snapshot goes; its base would merge into the VM's disk, which the VM uses: wait.
+    c.ok("VDI.destroy", &[snap]);
+    wait_for_coalescing(&c);
+    assert_eq!(base_copies(&c, &sr), 1, "merged under a running VM");
+    let Value::Struct(tasks) = c.ok("task.get_all_records", &[]) else {
+        panic!()
+    };
+    let told = tasks.values().any(|t| {
+        let Value::Struct(t) = t else { return false };
+        format!("{:?}", t.get("error_info")).contains("resumes when the VM halts")
+    });
+    assert!(told, "no task says why the chain waits: {tasks:?}");
+    c.ok("VM.hard_shutdown", &[s(&vm)]);
+    wait_for_coalescing(&c);
+    assert_eq!(
+        base_copies(&c, &sr),
+        0,
+        "the chain was not shortened after the halt"
+    );
+}
