@@ -14,6 +14,7 @@ mod guest_io;
 mod host;
 mod procfs;
 mod stats;
+mod storage;
 
 use std::path::PathBuf;
 
@@ -71,6 +72,19 @@ enum Cmd {
     GuestIo {
         #[command(flatten)]
         opts: GuestIoArgs,
+    },
+    /// The storage driver (fv-sr): VDI.clone time against size, and VDI.copy against
+    /// qemu-img convert of the same image
+    Storage {
+        /// Rounds of each measurement.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// MiB of data in the copied VDI.
+        #[arg(long, default_value_t = 512)]
+        data_mib: u64,
+        /// Directory for the SRs (default: the temporary directory); not a tmpfs.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// All of them, with their default settings.
     All {
@@ -198,6 +212,15 @@ fn main() {
             dir,
             qcow2: !no_qcow2,
             only,
+        }),
+        Cmd::Storage {
+            rounds,
+            data_mib,
+            dir,
+        } => storage::run(&storage::Options {
+            rounds,
+            data_mib,
+            dir,
         }),
         Cmd::All {
             host_runs,
