@@ -223,6 +223,7 @@ pub fn defaults(api: &Api, host: &str, data_dir: &Path) -> Result<(), Error> {
     for (bridge, mtu) in bridges.iter().filter(|(b, _)| !b.is_empty()) {
         crate::objects::ensure_bridge(bridge, *mtu).map_err(setup)?;
     }
+    db.write(crate::network::restore).map_err(setup)?;
     Ok(())
 }
 

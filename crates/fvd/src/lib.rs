@@ -11,6 +11,7 @@ mod error;
 mod fields;
 mod listen;
 mod metrics;
+mod network;
 mod objects;
 mod options;
 mod rpc;

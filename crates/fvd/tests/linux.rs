@@ -218,3 +218,100 @@ fn inside_linux_guest_clean_reboot_and_shutdown_through_fvd() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn pifs_and_vlans() {
+    fv_testhost::run_test_inside(INSIDE, "inside_pifs_and_vlans");
+}
+
+/// `PIF.introduce` of an interface (a dummy link standing in for a NIC: this host's kernel
+/// has no 8021q, the emulated host's has), `PIF.plug`, `VLAN.create` on it for a network,
+/// `VLAN.destroy`; the links as `ip` shows them in fvd's network namespace.
+#[test]
+#[ignore = "runs inside the emulated host, started by the test of the same name"]
+fn inside_pifs_and_vlans() {
+    if std::env::var_os(INSIDE).is_none() {
+        return;
+    }
+    let dir = TempDir::new("vlans");
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+    fvd.in_netns(&["ip", "link", "add", "fvnic0", "type", "dummy"]);
+    let Value::Array(hosts) = c.ok("host.get_all", &[]) else {
+        panic!()
+    };
+    let host = hosts[0].clone();
+    let introduce = |device: &str| {
+        c.call(
+            "PIF.introduce",
+            &[host.clone(), s(""), s(device), Value::Bool(true)],
+        )
+    };
+    assert_eq!(
+        introduce("nosuch0").unwrap_err().code,
+        "OPERATION_NOT_ALLOWED"
+    );
+    let pif = introduce("fvnic0").expect("PIF.introduce");
+    let pif = pif.as_str().unwrap().to_owned();
+    assert_eq!(
+        introduce("fvnic0").unwrap_err().code,
+        "DEVICE_ALREADY_EXISTS"
+    );
+    let mac = c.field("PIF", &pif, "MAC");
+    assert_eq!(mac.as_str().unwrap().len(), 17, "{mac:?}");
+    let pif_net = c.field("PIF", &pif, "network");
+    let pif_bridge = c.field("network", pif_net.as_str().unwrap(), "bridge");
+    c.ok("PIF.plug", &[s(&pif)]);
+    let link = fvd.in_netns(&["ip", "-o", "link", "show", "dev", "fvnic0"]);
+    assert!(
+        link.contains(&format!("master {}", pif_bridge.as_str().unwrap())),
+        "{link}"
+    );
+
+    // A VLAN on it, for a network of its own.
+    let net = c.ok(
+        "network.create",
+        &[Value::Struct(
+            [("name_label".to_owned(), s("vlan 10"))]
+                .into_iter()
+                .collect(),
+        )],
+    );
+    let net = net.as_str().unwrap().to_owned();
+    let bridge = c
+        .field("network", &net, "bridge")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for bad in [0, 4095] {
+        assert_eq!(
+            c.err("VLAN.create", &[s(&pif), Value::Int(bad), s(&net)])
+                .code,
+            "INVALID_VALUE"
+        );
+    }
+    let vlan = c.ok("VLAN.create", &[s(&pif), Value::Int(10), s(&net)]);
+    let vlan = vlan.as_str().unwrap().to_owned();
+    let shown = fvd.in_netns(&["ip", "-d", "-o", "link", "show", "dev", "fvnic0.10"]);
+    assert!(shown.contains("vlan protocol 802.1Q id 10"), "{shown}");
+    assert!(shown.contains(&format!("master {bridge}")), "{shown}");
+    let untagged = c.field("VLAN", &vlan, "untagged_PIF");
+    assert_eq!(
+        c.field("PIF", untagged.as_str().unwrap(), "network"),
+        s(&net)
+    );
+    assert_eq!(
+        c.err("VLAN.create", &[s(&pif), Value::Int(10), s(&net)])
+            .code,
+        "OPERATION_NOT_ALLOWED",
+        "twice the same tag"
+    );
+    assert_eq!(
+        c.err("PIF.forget", &[s(&pif)]).code,
+        "OPERATION_NOT_ALLOWED"
+    );
+    c.ok("VLAN.destroy", &[s(&vlan)]);
+    let gone = fvd.in_netns(&["ip", "-o", "link", "show", "dev", "fvnic0.10"]);
+    assert!(gone.is_empty(), "{gone}");
+    c.ok("PIF.forget", &[s(&pif)]);
+}

@@ -26,6 +26,9 @@ pub enum HostnetError {
     InvalidPrefix(u8),
     #[error("invalid MTU {0}")]
     InvalidMtu(u32),
+    #[error("invalid VLAN id {0}: 1 to 4094")]
+    InvalidVlan(u16),
+
     #[error("invalid virtio-net header size {0} (the kernel takes 10 or more)")]
     InvalidHeaderSize(usize),
     #[error("interface {0} already exists")]
@@ -53,6 +56,7 @@ impl HostnetError {
             HostnetError::InvalidName(_)
             | HostnetError::InvalidPrefix(_)
             | HostnetError::InvalidMtu(_)
+            | HostnetError::InvalidVlan(_)
             | HostnetError::InvalidHeaderSize(_) => ErrorKind::InvalidInput,
             HostnetError::AlreadyExists(_) => ErrorKind::AlreadyExists,
             HostnetError::NotFound(_) => ErrorKind::NotFound,

@@ -13,6 +13,7 @@
 //!
 //! Every call acts in the calling thread's network namespace.
 
+use libc::c_int;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -121,6 +122,40 @@ pub fn is_up(name: &str) -> Result<bool> {
     let flags = sys::if_flags(socket()?.as_fd(), &ifname)
         .map_err(|e| not_found_or("SIOCGIFFLAGS", name, e))?;
     Ok(flags & libc::IFF_UP != 0)
+}
+
+/// Adds VLAN `vid` (1 to 4094) on the link `parent`, as `<parent>.<vid>` (`ip link add
+/// link PARENT name PARENT.VID type vlan id VID`); returns its name. Needs the kernel's
+/// 8021q module; the new link is down.
+pub fn create_vlan(parent: &str, vid: u16) -> Result<String> {
+    let parent_name = name::check(parent, false)?;
+    if !(1..=4094).contains(&vid) {
+        return Err(HostnetError::InvalidVlan(vid));
+    }
+    let vlan = format!("{parent}.{vid}");
+    name::check(&vlan, false)?;
+    sys::vlan_add(socket()?.as_fd(), &parent_name, c_int::from(vid))
+        .map_err(|e| not_found_or("SIOCSIFVLAN", parent, e))?;
+    Ok(vlan)
+}
+
+/// Deletes the VLAN link `name`.
+pub fn delete_vlan(name: &str) -> Result<()> {
+    let ifname = name::check(name, false)?;
+    sys::vlan_del(socket()?.as_fd(), &ifname).map_err(|e| not_found_or("SIOCSIFVLAN", name, e))
+}
+
+/// The link's MAC address, `aa:bb:cc:dd:ee:ff` (of the calling thread's network namespace,
+/// which sysfs would not follow).
+pub fn mac(name: &str) -> Result<String> {
+    let ifname = name::check(name, false)?;
+    let mac = sys::if_hwaddr(socket()?.as_fd(), &ifname)
+        .map_err(|e| not_found_or("SIOCGIFHWADDR", name, e))?;
+    Ok(mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":"))
 }
 
 /// The link's MTU.
@@ -235,6 +270,26 @@ mod tests {
                 delete_bridge("fvbr0").unwrap_err().kind(),
                 ErrorKind::NotFound
             );
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn macs_and_vlan_ids() {
+        run_in_new_netns(|| {
+            let tap = Tap::create("fvmac%d").unwrap();
+            let address = mac(tap.name()).unwrap();
+            assert_eq!(address.len(), 17, "{address}");
+            assert_eq!(address.matches(':').count(), 5, "{address}");
+            assert_eq!(mac("fvnone0").unwrap_err().kind(), ErrorKind::NotFound);
+            // Ids outside 1..=4094 are refused before the kernel is asked.
+            for vid in [0, 4095, 5000] {
+                assert_eq!(
+                    create_vlan(tap.name(), vid).unwrap_err().kind(),
+                    ErrorKind::InvalidInput,
+                    "{vid}"
+                );
+            }
         })
         .unwrap();
     }

@@ -185,6 +185,20 @@ pub(crate) fn set_if_flags(sock: BorrowedFd<'_>, name: &IfName, flags: c_int) ->
     ioctl_ifreq(sock, libc::SIOCSIFFLAGS, &mut ifr)
 }
 
+/// SIOCGIFHWADDR: the link's hardware address (6 bytes for Ethernet).
+pub(crate) fn if_hwaddr(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<[u8; 6]> {
+    let mut ifr = ifreq(name);
+    ioctl_ifreq(sock, libc::SIOCGIFHWADDR, &mut ifr)?;
+    // SAFETY: zero-initialized union, `ifr_hwaddr` stored by the kernel; a sockaddr's
+    // bytes are all valid to read.
+    let data = unsafe { ifr.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(data) {
+        *m = d as u8;
+    }
+    Ok(mac)
+}
+
 /// SIOCGIFMTU.
 pub(crate) fn if_mtu(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<c_int> {
     let mut ifr = ifreq(name);
@@ -198,6 +212,57 @@ pub(crate) fn set_if_mtu(sock: BorrowedFd<'_>, name: &IfName, mtu: c_int) -> io:
     let mut ifr = ifreq(name);
     ifr.ifr_ifru.ifru_mtu = mtu;
     ioctl_ifreq(sock, libc::SIOCSIFMTU, &mut ifr)
+}
+
+/// `struct vlan_ioctl_args` of <linux/if_vlan.h>: the argument of SIOCSIFVLAN.
+#[repr(C)]
+struct VlanIoctlArgs {
+    cmd: c_int,
+    device1: [libc::c_char; 24],
+    u: VlanIoctlUnion,
+    vlan_qos: c_short,
+}
+
+#[repr(C)]
+union VlanIoctlUnion {
+    device2: [libc::c_char; 24],
+    vid: c_int,
+}
+
+/// The `cmd`s of SIOCSIFVLAN we use.
+const ADD_VLAN_CMD: c_int = 0;
+const DEL_VLAN_CMD: c_int = 1;
+/// SIOCSIFVLAN, from <linux/sockios.h> (served by the 8021q module).
+const SIOCSIFVLAN: libc::Ioctl = 0x8983;
+
+fn vlan_ioctl(sock: BorrowedFd<'_>, cmd: c_int, device: &IfName, vid: c_int) -> io::Result<()> {
+    let mut args = VlanIoctlArgs {
+        cmd,
+        device1: [0; 24],
+        u: VlanIoctlUnion { vid },
+        vlan_qos: 0,
+    };
+    // IfName holds at most IFNAMSIZ (16) bytes, NUL included: it fits device1's 24.
+    args.device1[..device.0.len()].copy_from_slice(&device.0);
+    // SAFETY: `sock` is open for the call; SIOCSIFVLAN reads one `struct vlan_ioctl_args`,
+    // which `args` is (#[repr(C)], the kernel's layout), borrowed exclusively for the call.
+    check(unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            SIOCSIFVLAN,
+            &mut args as *mut VlanIoctlArgs,
+        )
+    })
+}
+
+/// Adds the VLAN `vid` on `parent`: the kernel names it `<parent>.<vid>`.
+pub(crate) fn vlan_add(sock: BorrowedFd<'_>, parent: &IfName, vid: c_int) -> io::Result<()> {
+    vlan_ioctl(sock, ADD_VLAN_CMD, parent, vid)
+}
+
+/// Deletes the VLAN device `name`.
+pub(crate) fn vlan_del(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<()> {
+    vlan_ioctl(sock, DEL_VLAN_CMD, name, 0)
 }
 
 /// SIOCBRADDBR / SIOCBRDELBR, whose argument is the bridge's NUL-terminated name.

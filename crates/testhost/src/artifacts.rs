@@ -35,9 +35,12 @@ const HOST_MODULES: &[&str] = &[
     "9p",
     "tun",
     "bridge",
+    "8021q",
+    "dummy",
 ];
-/// Later network tests need taps and bridges; the host still works without them.
-const HOST_OPTIONAL: &[&str] = &["tun", "bridge"];
+/// Network tests need taps, bridges, VLANs (fvd's VLAN.create) and dummy links (a stand-in
+/// for a physical NIC); the host still works without them.
+const HOST_OPTIONAL: &[&str] = &["tun", "bridge", "8021q", "dummy"];
 /// The NIC driver for port forwarding (`RunOptions::forward`), dependencies included
 /// (failover, net_failover). In the initrd always, loaded only when a run forwards ports,
 /// so that other runs do not pay for it.

@@ -824,6 +824,43 @@ impl Vms {
         }
     }
 
+    /// The PIF and VLAN messages.
+    fn network_call(
+        &self,
+        class: &'static Class,
+        msg: &'static Message,
+        args: &[Value],
+    ) -> Result<Value, ApiError> {
+        use crate::network;
+        let db = self.api()?.db();
+        let first = arg_ref(args, 0);
+        let text = |i: usize| {
+            args.get(i)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let void = |r: Result<(), ApiError>| r.map(|()| Value::void());
+        match (class.name, msg.name) {
+            ("PIF", "introduce") => db
+                .write(|tx| {
+                    network::pif_introduce(tx, &first, &text(1), &text(2), arg_bool(args, 3))
+                })
+                .map(Value::String),
+            ("PIF", "forget") => void(db.write(|tx| network::pif_forget(tx, &first))),
+            ("PIF", "plug") => void(db.write(|tx| network::pif_plug(tx, &first, true))),
+            ("PIF", "unplug") => void(db.write(|tx| network::pif_plug(tx, &first, false))),
+            ("VLAN", "create") => {
+                let tag = args.get(1).and_then(Value::as_int).unwrap_or(-1);
+                let net = arg_ref(args, 2);
+                db.write(|tx| network::vlan_create(tx, &first, tag, &net))
+                    .map(Value::String)
+            }
+            ("VLAN", "destroy") => void(db.write(|tx| network::vlan_destroy(tx, &first))),
+            _ => Err(not_implemented(class, msg, "not in this version")),
+        }
+    }
+
     // ---- devices of running VMs ----
 
     /// `VIF.plug`/`unplug`, `VBD.plug`/`unplug`: a device joins or leaves a VM when it
@@ -1110,6 +1147,9 @@ impl Actions for Vms {
         }
         if matches!(class.name, "SR" | "PBD") {
             return self.sr_call(class, msg, &args);
+        }
+        if matches!(class.name, "PIF" | "VLAN") {
+            return self.network_call(class, msg, &args);
         }
         if matches!(class.name, "VIF" | "VBD")
             && matches!(msg.name, "plug" | "unplug" | "unplug_force")

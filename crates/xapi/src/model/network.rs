@@ -200,6 +200,29 @@ pub static PIF_CLASS: Class = Class {
     ],
     messages: &[
         call(
+            "introduce",
+            &[
+                p("host", Ty::Ref("host"), "The host on which the interface exists"),
+                p("MAC", Ty::String, "The MAC address of the interface (empty: read it)"),
+                p("device", Ty::String, "The device name to use for the interface"),
+                p("managed", Ty::Bool, "Indicates whether the interface is managed by xapi"),
+            ],
+            Some(PIF),
+            OP_ERRS,
+            Role::PoolOperator,
+            "Create a PIF to represent the physical interface",
+        )
+        .asyn(),
+        call(
+            "forget",
+            &[p("self", PIF, "The PIF object to destroy")],
+            None,
+            OP_ERRS,
+            Role::PoolOperator,
+            "Destroy the PIF object matching a particular network interface",
+        )
+        .asyn(),
+        call(
             "plug",
             &[p("self", PIF, "the PIF object to plug")],
             None,
