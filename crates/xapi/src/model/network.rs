@@ -202,10 +202,26 @@ pub static PIF_CLASS: Class = Class {
         call(
             "introduce",
             &[
-                p("host", Ty::Ref("host"), "The host on which the interface exists"),
-                p("MAC", Ty::String, "The MAC address of the interface (empty: read it)"),
-                p("device", Ty::String, "The device name to use for the interface"),
-                p("managed", Ty::Bool, "Indicates whether the interface is managed by xapi"),
+                p(
+                    "host",
+                    Ty::Ref("host"),
+                    "The host on which the interface exists",
+                ),
+                p(
+                    "MAC",
+                    Ty::String,
+                    "The MAC address of the interface (empty: read it)",
+                ),
+                p(
+                    "device",
+                    Ty::String,
+                    "The device name to use for the interface",
+                ),
+                p(
+                    "managed",
+                    Ty::Bool,
+                    "Indicates whether the interface is managed by xapi",
+                ),
             ],
             Some(PIF),
             OP_ERRS,
