@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::metrics::{self, Metrics};
 use crate::options::Options;
 use crate::vm::{Vms, CLEAN_SHUTDOWN_TIMEOUT};
-use crate::{bootstrap, listen, rpc, tls};
+use crate::{bootstrap, listen, rpc, tls, transfer};
 
 /// The running daemon's state.
 #[derive(Clone)]
@@ -78,8 +78,9 @@ pub async fn run(options: Options) -> Result<(), Error> {
         &options.data_dir,
         options.run_root(),
     );
-    let router =
-        rpc::router(daemon.api.clone()).merge(metrics::routes(daemon.api.clone(), metrics.clone()));
+    let router = rpc::router(daemon.api.clone())
+        .merge(metrics::routes(daemon.api.clone(), metrics.clone()))
+        .merge(transfer::routes(daemon.api.clone()));
 
     let tls = if options.insecure_http {
         None

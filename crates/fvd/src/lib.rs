@@ -9,6 +9,7 @@ mod bootstrap;
 mod daemon;
 mod error;
 mod fields;
+mod http_auth;
 mod listen;
 mod metrics;
 mod network;
@@ -17,6 +18,7 @@ mod options;
 mod rpc;
 mod storage;
 mod tls;
+mod transfer;
 mod vm;
 
 pub use daemon::{run, Daemon};
