@@ -191,15 +191,23 @@ fn attach_virtio_devices(
             path: disk.path.clone(),
             source,
         })?;
-        let device: Arc<Mutex<dyn VirtioDevice>> = Arc::new(Mutex::new(block));
-        handles.push(attach_virtio_pci(
+        let block = Arc::new(Mutex::new(block));
+        let device: Arc<Mutex<dyn VirtioDevice>> = block.clone();
+        let mut handle = attach_virtio_pci(
             &format!("blk{i}"),
             device,
             mem,
             routing,
             pci,
             config.seccomp,
-        )?);
+        )?;
+        handle.disk = Some(crate::devices::virtio::DiskHandle {
+            device: block,
+            path: disk.path.clone(),
+            format: disk.format.map(|f| f.to_disk()),
+            readonly: disk.readonly,
+        });
+        handles.push(handle);
     }
     if config.rng {
         let rng = RngDevice::new(Default::default()).map_err(BuildError::Rng)?;

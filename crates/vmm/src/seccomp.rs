@@ -98,6 +98,13 @@ const MAIN: &[i64] = &[
     libc::SYS_timerfd_settime,
     // At exit: the console and vsock sockets are removed (`devices::services`).
     libc::SYS_unlink,
+    // `/vm/disks/<id>/pause` and `reopen` flush a disk image and open one (`api::disks`).
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_fstatfs,
 ];
 
 const API: &[i64] = &[

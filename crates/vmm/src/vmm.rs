@@ -18,7 +18,7 @@ use crate::devices::bus::lock;
 use crate::devices::pci::PciRoot;
 use crate::devices::serial::{InputSource, SerialDevice, SerialInput};
 use crate::devices::services::GuestServices;
-use crate::devices::virtio::VirtioPciHandle;
+use crate::devices::virtio::{DiskHandle, VirtioPciHandle};
 use crate::devices::Bus;
 use crate::exit::{ExitEvent, VmExit};
 use crate::loader;
@@ -223,6 +223,10 @@ impl Controller {
                         pci: format!("0000:00:{:02x}.0", d.slot),
                         tap: d.net.as_ref().map(|(tap, _)| tap.clone()),
                         mac: d.net.as_ref().map(|(_, mac)| mac.to_string()),
+                        path: d.disk.as_ref().map(|k| k.path.display().to_string()),
+                        size: d.disk.as_ref().map(|k| lock(&k.device).capacity() * 512),
+                        readonly: d.disk.as_ref().map(|k| k.readonly),
+                        paused: d.disk.as_ref().map(|k| lock(&k.device).is_held()),
                     })
                     .collect(),
             })),
@@ -252,12 +256,68 @@ impl Controller {
                 .balloon()?
                 .set_target_mib(target_mib)
                 .map(|()| VmmData::Empty),
+            VmmAction::DiskPause { id } => {
+                let disk = self.disk(&id)?;
+                lock(&disk.device).hold().map_err(|e| {
+                    ActionError::Failed(format!("{id}: cannot flush {}: {e}", disk.path.display()))
+                })?;
+                Ok(VmmData::Empty)
+            }
+            VmmAction::DiskResume { id } => {
+                lock(&self.disk(&id)?.device).release();
+                Ok(VmmData::Empty)
+            }
+            VmmAction::DiskReopen { id, path, format } => {
+                let disk = self.disk_mut(&id)?;
+                let format = match (path.is_some(), format) {
+                    (_, Some(f)) => Some(f.to_disk()),
+                    (false, None) => disk.format,
+                    (true, None) => None,
+                };
+                let path = path.unwrap_or_else(|| disk.path.clone());
+                let mut device = lock(&disk.device);
+                // Nothing may reach the old image once the new one is being opened.
+                device.hold().map_err(|e| {
+                    ActionError::Failed(format!("{id}: cannot flush {}: {e}", disk.path.display()))
+                })?;
+                // On failure the disk stays paused: the old image may now be a snapshot's
+                // frozen data, which the guest must not write.
+                let image = fv_disk::open_disk(&path, format, disk.readonly).map_err(|e| {
+                    ActionError::Failed(format!(
+                        "{id}: cannot open {} (the disk stays paused): {e}",
+                        path.display()
+                    ))
+                })?;
+                device.replace_disk(image).map_err(|e| {
+                    ActionError::BadRequest(format!("{id}: {} (the disk stays paused)", e))
+                })?;
+                drop(device);
+                disk.path = path;
+                disk.format = format;
+                Ok(VmmData::Empty)
+            }
             // A paused guest sees the press when it resumes (the interrupt stays pending).
             VmmAction::PowerButton => lock(&self.ged)
                 .notify(GED_POWER_BUTTON)
                 .map(|()| VmmData::Empty)
                 .map_err(|e| ActionError::Failed(format!("cannot raise the ACPI event: {e}"))),
         }
+    }
+
+    fn disk(&self, id: &str) -> Result<&DiskHandle, ActionError> {
+        self.virtio
+            .iter()
+            .find(|d| d.name == id)
+            .and_then(|d| d.disk.as_ref())
+            .ok_or(ActionError::NoDevice("the VM has no disk of that name"))
+    }
+
+    fn disk_mut(&mut self, id: &str) -> Result<&mut DiskHandle, ActionError> {
+        self.virtio
+            .iter_mut()
+            .find(|d| d.name == id)
+            .and_then(|d| d.disk.as_mut())
+            .ok_or(ActionError::NoDevice("the VM has no disk of that name"))
     }
 
     /// Hard reset in place: power-on memory, devices, interrupt controllers and vCPUs,
@@ -292,7 +352,7 @@ impl Controller {
     fn serve_api(&mut self) {
         let _ = self.api_wake.read();
         while let Ok(request) = self.api_rx.try_recv() {
-            let result = self.handle(request.action);
+            let result = self.handle(request.action.clone());
             let stop = request.action == VmmAction::Stop && result.is_ok();
             // The API thread may have given up waiting; the action still happened.
             let _ = request.reply.send(result);

@@ -590,12 +590,70 @@ fn api_lists_the_pci_devices() {
     assert_eq!(
         vm["devices"],
         serde_json::json!([
-            {"id": "blk0", "kind": "virtio-blk", "pci": "0000:00:01.0"},
+            {"id": "blk0", "kind": "virtio-blk", "pci": "0000:00:01.0",
+             "path": disk.display().to_string(), "size": 1 << 20, "readonly": false,
+             "paused": false},
             {"id": "rng", "kind": "virtio-rng", "pci": "0000:00:02.0"}
         ]),
         "{vm}"
     );
     assert_eq!(vmm.api().put("/vm/stop").status, 204);
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    assert_no_panic(&vmm);
+}
+
+/// What fvd does to snapshot or grow a running VM's disk: pause it (flush, hold requests),
+/// change the file, reopen it (a new size shows) or another file; a file that cannot be
+/// opened leaves the disk paused and the VM running. All under the seccomp filters.
+#[test]
+fn api_pauses_and_reopens_a_disk() {
+    let dir = TempDir::new("apireopen");
+    let disk = dir.join("disk.qcow2");
+    let qemu_img = |args: &[&str]| {
+        let out = std::process::Command::new("qemu-img")
+            .args(args)
+            .output()
+            .expect("qemu-img (Debian qemu-utils)");
+        assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
+    };
+    qemu_img(&["create", "-q", "-f", "qcow2", disk.to_str().unwrap(), "1M"]);
+    let sock = dir.join("api.sock");
+    let disk_flag = format!("path={},format=qcow2", disk.display());
+    let mut vmm = Vmm::boot(
+        &guest("park"),
+        &["--api-socket", sock.to_str().unwrap(), "--disk", &disk_flag],
+    );
+    vmm.wait_for_output("ready");
+    let api = vmm.api();
+    let blk0 = |api: &Api| api.vm()["devices"][0].clone();
+    assert_eq!(api.put("/vm/disks/blk0/pause").status, 204);
+    assert_eq!(blk0(&api)["paused"], true);
+    qemu_img(&["resize", "-q", disk.to_str().unwrap(), "3M"]);
+    assert_eq!(blk0(&api)["size"], 1 << 20, "not reopened yet");
+    assert_eq!(api.put("/vm/disks/blk0/reopen").status, 204);
+    assert_eq!(blk0(&api)["size"], 3 << 20);
+    assert_eq!(blk0(&api)["paused"], false);
+
+    // Another file, raw this time.
+    let other = dir.join("other.img");
+    std::fs::write(&other, vec![0u8; 2 << 20]).unwrap();
+    let body = format!(r#"{{"path": "{}", "format": "raw"}}"#, other.display());
+    let r = api.request("PUT", "/vm/disks/blk0/reopen", Some(&body));
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(blk0(&api)["path"], other.display().to_string());
+    assert_eq!(blk0(&api)["size"], 2 << 20);
+
+    // A missing file: an error, the disk held, the VM still there; resume carries on.
+    let body = format!(r#"{{"path": "{}"}}"#, dir.join("gone.img").display());
+    let r = api.request("PUT", "/vm/disks/blk0/reopen", Some(&body));
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(r.body.contains("stays paused"), "{r:?}");
+    assert_eq!(blk0(&api)["paused"], true);
+    assert_eq!(blk0(&api)["path"], other.display().to_string());
+    assert_eq!(api.put("/vm/disks/blk0/resume").status, 204);
+    assert_eq!(blk0(&api)["paused"], false);
+    assert_eq!(api.put("/vm/disks/blk9/pause").status, 409);
+    assert_eq!(api.put("/vm/stop").status, 204);
     assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
     assert_no_panic(&vmm);
 }

@@ -40,6 +40,8 @@ pub struct BlockDevice {
     config: [u8; CONFIG_SIZE],
     pub(super) lifecycle: Lifecycle,
     pub(super) throttle: Throttle,
+    /// Held by the host (`pause`) while its image is swapped: requests wait in the ring.
+    held: bool,
 }
 
 impl BlockDevice {
@@ -78,7 +80,49 @@ impl BlockDevice {
             config: config_space(disk_sectors),
             lifecycle: Lifecycle::new().map_err(BlockError::Fd)?,
             throttle: Throttle::new(config.rate_limit).map_err(BlockError::Fd)?,
+            held: false,
         })
+    }
+
+    /// Stops taking requests and flushes the image, so that the host can snapshot, grow or
+    /// replace the file under it. Requests the guest makes meanwhile wait in the ring (no
+    /// request is ever half done: the device handles one under the same lock). Holding a
+    /// held device again only flushes again.
+    pub fn hold(&mut self) -> Result<(), fv_disk::DiskError> {
+        self.held = true;
+        self.disk.flush()
+    }
+
+    /// Whether [`BlockDevice::hold`] holds the device.
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
+    /// Puts `disk` in place of the image (the host replaced or grew the file) and takes
+    /// requests again. The new image must be as writable as the old one: the guest
+    /// negotiated read-only or not at start. A changed size is announced to the guest with
+    /// a configuration-change interrupt, as a resized disk is on real hardware.
+    pub fn replace_disk(&mut self, disk: Box<dyn DiskFile>) -> Result<(), BlockError> {
+        if disk.read_only() != self.disk.read_only() {
+            return Err(BlockError::ReadOnlyChanged);
+        }
+        let sectors = disk.size() / SECTOR_SIZE;
+        self.disk = disk;
+        if sectors != self.disk_sectors {
+            self.disk_sectors = sectors;
+            self.config[..8].copy_from_slice(&sectors.to_le_bytes());
+            if let Some(active) = self.lifecycle.running() {
+                active.interrupt.signal_config();
+            }
+        }
+        self.release();
+        Ok(())
+    }
+
+    /// Takes requests again, on the same image; handles those that waited.
+    pub fn release(&mut self) {
+        self.held = false;
+        self.process_queue();
     }
 
     /// Disk size in 512-byte sectors, as the guest sees it.
@@ -92,7 +136,7 @@ impl BlockDevice {
     /// an activated device. Does nothing if the device is not active, needs a reset, or
     /// is waiting for its rate limiter.
     pub fn process_queue(&mut self) {
-        if self.throttle.is_blocked() {
+        if self.held || self.throttle.is_blocked() {
             return;
         }
         let Some(active) = self.lifecycle.running() else {

@@ -69,4 +69,6 @@ pub enum BlockError {
     QueueSize(u16),
     #[error("cannot create the device's eventfd or timerfd")]
     Fd(#[source] std::io::Error),
+    #[error("the new image must be read-only exactly when the old one was (the guest was told at start)")]
+    ReadOnlyChanged,
 }

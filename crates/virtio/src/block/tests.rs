@@ -875,3 +875,39 @@ fn reset_and_activate_again_before_the_loop_wakes() {
     assert_eq!(b.status_of(VIRTIO_BLK_T_FLUSH, 0, &[]), OK);
     assert_eq!(b.disk.flush_count(), 2);
 }
+
+#[test]
+fn a_held_device_waits_then_serves_from_the_new_image_and_announces_its_size() {
+    let mut b = B::new();
+    b.h.device().hold().unwrap();
+    assert_eq!(b.disk.flush_count(), 1, "hold flushes the old image");
+    // A read made while held waits in the ring.
+    let x = b.h.driver.alloc(512);
+    let (descs, status) = b.chain(VIRTIO_BLK_T_IN, 0, &[Desc::write(x, 512)]);
+    let head = b.h.submit(0, &descs);
+    assert!(b.h.driver.take_used(0).is_empty(), "served while held");
+
+    // The host grows the image and puts it back: the waiting read is served from it, and
+    // the guest hears of the new size.
+    let bigger = MemDisk::from_bytes(vec![0xab; DISK_SIZE * 2]);
+    b.h.device().replace_disk(Box::new(bigger)).unwrap();
+    let (st, _) = b.answer(head, status);
+    assert_eq!(st, OK);
+    assert_eq!(b.h.driver.read(x, 512), vec![0xab; 512]);
+    assert_eq!(b.h.device().capacity(), (DISK_SIZE * 2 / 512) as u64);
+    let mut cap = [0u8; 8];
+    b.h.device().read_config(0, &mut cap);
+    assert_eq!(u64::from_le_bytes(cap), (DISK_SIZE * 2 / 512) as u64);
+    assert_eq!(b.h.interrupt.config_signals(), 1);
+
+    // The same size again is no news; a read-only image cannot replace a writable one.
+    let same = MemDisk::new(DISK_SIZE * 2);
+    b.h.device().replace_disk(Box::new(same)).unwrap();
+    assert_eq!(b.h.interrupt.config_signals(), 1);
+    let ro = MemDisk::new(DISK_SIZE).read_only();
+    assert!(matches!(
+        b.h.device().replace_disk(Box::new(ro)),
+        Err(BlockError::ReadOnlyChanged)
+    ));
+    assert_eq!(b.h.device().capacity(), (DISK_SIZE * 2 / 512) as u64);
+}

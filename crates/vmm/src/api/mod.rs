@@ -6,6 +6,7 @@
 //! state; this module only speaks HTTP. See `docs/vmm-api.md` for the wire contract.
 
 pub mod balloon;
+pub mod disks;
 pub mod http;
 pub mod server;
 
@@ -19,7 +20,7 @@ pub use server::start_api_server;
 use crate::metrics::ExitCountersSnapshot;
 
 /// A command for the VMM, parsed from one API request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmmAction {
     /// `GET /vm`
     GetInfo,
@@ -37,6 +38,16 @@ pub enum VmmAction {
     GetBalloon,
     /// `PUT /vm/balloon`: ask the guest to give `target_mib` MiB to the balloon.
     SetBalloon { target_mib: u64 },
+    /// `PUT /vm/disks/<id>/pause`: flush the disk's image and hold the guest's requests.
+    DiskPause { id: String },
+    /// `PUT /vm/disks/<id>/resume`: serve the held requests from the same image.
+    DiskResume { id: String },
+    /// `PUT /vm/disks/<id>/reopen`: open the image again (or `path`), then resume.
+    DiskReopen {
+        id: String,
+        path: Option<std::path::PathBuf>,
+        format: Option<crate::config::DiskFormat>,
+    },
 }
 
 /// The VM's run state, serialised as `"Running"` / `"Paused"`.
@@ -75,6 +86,18 @@ pub struct DeviceInfo {
     /// A NIC's MAC address, `52:54:00:12:34:56`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// A disk's image, as last opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A disk's size in bytes, as the guest sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// A disk opened read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly: Option<bool>,
+    /// A disk held by `PUT /vm/disks/<id>/pause`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
 }
 
 /// What a successful action returns: `Info` becomes 200 + JSON, `Empty` becomes 204.

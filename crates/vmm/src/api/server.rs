@@ -286,6 +286,11 @@ mod tests {
                 VmmAction::GetBalloon | VmmAction::SetBalloon { .. } => {
                     Err(ActionError::NoDevice("the VM has no balloon"))
                 }
+                VmmAction::DiskPause { .. }
+                | VmmAction::DiskResume { .. }
+                | VmmAction::DiskReopen { .. } => {
+                    Err(ActionError::NoDevice("the VM has no disk of that name"))
+                }
             };
             let _ = req.reply.send(reply);
         }

@@ -149,6 +149,16 @@ pub struct VirtioPciHandle {
     pub thread: JoinHandle<()>,
     /// A NIC's tap (the kernel's name for a created one) and MAC.
     pub net: Option<(String, crate::config::MacAddr)>,
+    /// A disk: its device, for the API to hold it and swap its image.
+    pub disk: Option<DiskHandle>,
+}
+
+/// What the API needs of a virtio-blk device: the device itself and where its image is.
+pub struct DiskHandle {
+    pub device: Arc<Mutex<fv_virtio::block::BlockDevice>>,
+    pub path: std::path::PathBuf,
+    pub format: Option<fv_disk::Format>,
+    pub readonly: bool,
 }
 
 /// Plugs `device` into the PCI bus behind the virtio-pci transport and starts its event
@@ -203,6 +213,7 @@ pub fn attach_virtio_pci(
         slot,
         thread,
         net: None,
+        disk: None,
     })
 }
 
