@@ -121,8 +121,9 @@ fn new_record(
 }
 
 /// Refuses when a running or paused VM has `vdi` attached: fv-sr replaces the VDI's file,
-/// which a VM that has it open would not see.
-fn require_unattached(tx: &Tx<'_>, vdi: &str, op: &str) -> Result<(), ApiError> {
+/// which a VM that has it open would not see. Callers that hold the VM's disk around the
+/// change (`Vms::with_disks_held`) need not.
+pub fn require_unattached(tx: &Tx<'_>, vdi: &str, op: &str) -> Result<(), ApiError> {
     for vbd in refs(tx, "VDI", vdi, "VBDs")? {
         let vm = text(tx, "VBD", &vbd, "VM")?;
         let state = text(tx, "VM", &vm, "power_state")?;
@@ -133,10 +134,9 @@ fn require_unattached(tx: &Tx<'_>, vdi: &str, op: &str) -> Result<(), ApiError> 
     Ok(())
 }
 
-/// `VDI.snapshot` or `VDI.clone`: a copy-on-write child; returns the new VDI.
+/// `VDI.snapshot` or `VDI.clone`: a copy-on-write child; returns the new VDI. A running
+/// VM with `vdi` attached must have its disk held (see `require_unattached`).
 pub fn vdi_fork(tx: &mut Tx<'_>, vdi: &str, snapshot: bool) -> Result<String, ApiError> {
-    let op = if snapshot { "snapshot" } else { "clone" };
-    require_unattached(tx, vdi, op)?;
     let sr = text(tx, "VDI", vdi, "SR")?;
     let location = text(tx, "VDI", vdi, "location")?;
     let driver = open_sr(tx, &sr)?;
@@ -165,9 +165,9 @@ pub fn vdi_fork(tx: &mut Tx<'_>, vdi: &str, snapshot: bool) -> Result<String, Ap
     Ok(new)
 }
 
-/// `VDI.resize`: grows a VDI no running VM has attached.
+/// `VDI.resize`: grows a VDI. A running VM with `vdi` attached must have its disk held
+/// (see `require_unattached`); it sees the new size when the disk is reopened.
 pub fn vdi_resize(tx: &mut Tx<'_>, vdi: &str, new_size: i64) -> Result<(), ApiError> {
-    require_unattached(tx, vdi, "resize")?;
     let new_size = u64::try_from(new_size)
         .map_err(|_| ApiError::new(&codes::INVALID_VALUE, ["size", &new_size.to_string()]))?;
     let sr = text(tx, "VDI", vdi, "SR")?;

@@ -217,26 +217,48 @@ fn vdis_snapshot_clone_copy_resize_and_destroy() {
     assert!(left.is_empty(), "files left behind: {left:?} (of {files})");
 }
 
+/// fv-vmm's view of a running VM's disks (`GET /vm` on its API socket).
+fn vmm_disks(fvd: &Fvd, c: &Client, vm: &str) -> Vec<serde_json::Value> {
+    let uuid = c.field("VM", vm, "uuid");
+    let socket = fvd
+        .data
+        .join("vms")
+        .join(uuid.as_str().unwrap())
+        .join("api.sock");
+    let (status, body) = fv_vmmctl::http_request(&socket, "GET", "/vm", None).expect("GET /vm");
+    assert_eq!(status, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    info["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "virtio-blk")
+        .cloned()
+        .collect()
+}
+
+/// A running VM's disk is held in its fv-vmm while fv-sr replaces or grows the file, and
+/// reopened after: snapshots and clones hold the data as it was, the VM carries on from the
+/// VDI's own file, and a grown disk shows its new size to the guest at once.
 #[test]
-fn a_disk_a_running_vm_uses_is_not_snapshotted_under_it() {
+fn a_running_vms_disk_is_held_while_it_is_snapshotted_and_grown() {
     let dir = TempDir::new("inuse");
     let fvd = Fvd::start(&dir.0.join("data"));
     let c = fvd.root();
     let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
         panic!()
     };
-    let sr = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
+    let sr_ref = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
+    let sr_uuid = c.field("SR", sr_ref.as_str().unwrap(), "uuid");
+    let sr = Sr {
+        c: &c,
+        dir: fvd.data.join("sr").join(sr_uuid.as_str().unwrap()),
+        sr: sr_ref.as_str().unwrap().to_owned(),
+    };
     let vm = c.tiny_vm("busy", "spin");
-    let vdi = c.ok(
-        "VDI.create",
-        &[Value::Struct(BTreeMap::from([
-            ("name_label".to_owned(), s("d")),
-            ("SR".to_owned(), sr),
-            ("virtual_size".to_owned(), Value::Int(1 << 20)),
-            ("type".to_owned(), s("user")),
-        ]))],
-    );
-    let vdi = vdi.as_str().unwrap().to_owned();
+    let vdi = sr.create("d", 1 << 20);
+    let data = pattern(1 << 20, 3);
+    sr.write(&vdi, 0, &data);
     c.ok(
         "VBD.create",
         &[Value::Struct(BTreeMap::from([
@@ -253,16 +275,38 @@ fn a_disk_a_running_vm_uses_is_not_snapshotted_under_it() {
         "VM.start",
         &[s(&vm), Value::Bool(false), Value::Bool(false)],
     );
+    let file = sr.file(&vdi).display().to_string();
+    let mut made = Vec::new();
     for call in ["VDI.snapshot", "VDI.clone"] {
+        let new = c.ok(call, &[s(&vdi), Value::Struct(BTreeMap::new())]);
+        made.push(new.as_str().unwrap().to_owned());
+        let disks = vmm_disks(&fvd, &c, &vm);
         assert_eq!(
-            c.err(call, &[s(&vdi), Value::Struct(BTreeMap::new())]).code,
-            "VDI_IN_USE",
-            "{call}"
+            disks[0]["path"], file,
+            "{call}: the VM serves the VDI's own file"
         );
+        assert_eq!(disks[0]["paused"], false, "{call}: the disk was released");
     }
+    // Grown while running: fv-vmm reopened it and the guest sees the new size.
+    c.ok("VDI.resize", &[s(&vdi), Value::Int(3 << 20)]);
+    assert_eq!(vmm_disks(&fvd, &c, &vm)[0]["size"], 3 << 20);
+    assert_eq!(c.field("VDI", &vdi, "virtual_size").as_int(), Some(3 << 20));
+    // A failed change leaves the disk running on its file: shrinking is refused.
+    assert_eq!(
+        c.err("VDI.resize", &[s(&vdi), Value::Int(1 << 20)]).code,
+        "OPERATION_NOT_ALLOWED"
+    );
+    assert_eq!(vmm_disks(&fvd, &c, &vm)[0]["paused"], false);
     assert_eq!(c.err("VDI.destroy", &[s(&vdi)]).code, "VDI_IN_USE");
     c.ok("VM.hard_shutdown", &[s(&vm)]);
-    c.ok("VDI.snapshot", &[s(&vdi), Value::Struct(BTreeMap::new())]);
+    for v in &made {
+        assert!(
+            sr.read(v, 0, 1 << 20) == data,
+            "{v} holds the data as it was"
+        );
+    }
+    assert!(sr.read(&vdi, 0, 1 << 20) == data);
+    sr.check_all();
 }
 
 #[test]
@@ -298,14 +342,10 @@ fn vm_snapshot_and_revert() {
     sr.write(&vdi, 0, &first);
     c.ok("VM.set_VCPUs_max", &[s(&vm), Value::Int(2)]);
 
-    // A running VM's snapshot is refused for now; a halted one's is taken.
+    // Taken while the VM runs (paused here): its disks are held for the moment.
     c.ok("VM.start", &[s(&vm), Value::Bool(true), Value::Bool(false)]);
-    assert_eq!(
-        c.err("VM.snapshot", &[s(&vm), s("x")]).code,
-        "OPERATION_NOT_ALLOWED"
-    );
-    c.ok("VM.hard_shutdown", &[s(&vm)]);
     let snap = c.ok("VM.snapshot", &[s(&vm), s("before the change")]);
+    c.ok("VM.hard_shutdown", &[s(&vm)]);
     let snap = snap.as_str().unwrap().to_owned();
     assert_eq!(c.field("VM", &snap, "is_a_snapshot"), Value::Bool(true));
     assert_eq!(c.field("VM", &snap, "is_a_template"), Value::Bool(true));

@@ -115,6 +115,7 @@ pub fn revert(tx: &mut Tx<'_>, vm: &str, snapshot: &str) -> Result<Vec<String>, 
         let Some(snap_vdi) = snap_disks.get(&device) else {
             continue;
         };
+        crate::storage::require_unattached(tx, snap_vdi, "clone")?;
         let fresh = crate::storage::vdi_fork(tx, snap_vdi, false)?;
         let old = text(tx, "VBD", &vbd, "VDI")?;
         tx.set("VBD", &vbd, "VDI", Value::String(fresh))?;

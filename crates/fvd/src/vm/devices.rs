@@ -31,6 +31,18 @@ pub fn sr_path(tx: &Tx<'_>, sr: &str) -> Result<PathBuf, ApiError> {
     )))
 }
 
+/// The file of VDI `vdi` on this host: its SR's directory and its `location`.
+pub fn vdi_path(tx: &Tx<'_>, vdi: &str) -> Result<PathBuf, ApiError> {
+    let sr = text(tx, "VDI", vdi, "SR")?;
+    let location = text(tx, "VDI", vdi, "location")?;
+    if location.is_empty() || location.contains('/') {
+        return Err(not_allowed(format!(
+            "VDI {vdi} has no usable location ({location:?})"
+        )));
+    }
+    Ok(sr_path(tx, &sr)?.join(&location))
+}
+
 /// The VM's disks, in `userdevice` order, as fv-vmm's `disks` config.
 pub fn disks(tx: &Tx<'_>, vm: &str) -> Result<Vec<serde_json::Value>, ApiError> {
     let mut vbds = Vec::new();
@@ -46,14 +58,7 @@ pub fn disks(tx: &Tx<'_>, vm: &str) -> Result<Vec<serde_json::Value>, ApiError> 
     vbds.sort();
     let mut out = Vec::new();
     for (_, vbd, vdi) in vbds {
-        let sr = text(tx, "VDI", &vdi, "SR")?;
-        let location = text(tx, "VDI", &vdi, "location")?;
-        if location.is_empty() || location.contains('/') {
-            return Err(not_allowed(format!(
-                "VDI {vdi} has no usable location ({location:?})"
-            )));
-        }
-        let path = sr_path(tx, &sr)?.join(&location);
+        let path = vdi_path(tx, &vdi)?;
         let format =
             map_get(&tx.get("VDI", &vdi, "sm_config")?, "type").unwrap_or_else(|| "raw".to_owned());
         if format != "raw" && format != "qcow2" {

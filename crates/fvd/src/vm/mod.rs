@@ -120,18 +120,10 @@ fn require_state(tx: &Tx<'_>, vm: &str, expected: &[&str]) -> Result<String, Api
     ))
 }
 
-/// A snapshot of a running VM would replace disk files under it: halted VMs only, for now.
+/// Halted, running and paused VMs can be snapshotted (a running VM's disks are held for
+/// the moment it takes); a suspended one cannot.
 fn require_snapshot_state(tx: &Tx<'_>, vm: &str) -> Result<(), ApiError> {
-    let state = get_str(tx, "VM", vm, "power_state")?;
-    if state == "Halted" {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        &codes::OPERATION_NOT_ALLOWED,
-        [format!(
-            "VM {vm} is {state}: snapshots of running VMs are not supported yet; shut it down first"
-        )],
-    ))
+    require_state(tx, vm, &["Halted", "Running", "Paused"]).map(drop)
 }
 
 fn require_not_template(tx: &Tx<'_>, vm: &str) -> Result<(), ApiError> {
@@ -668,15 +660,19 @@ impl Vms {
                     .map(Value::String)
             }
             "destroy" => storage::vdi_destroy(self.api()?, &vdi).map(|()| Value::void()),
-            "snapshot" | "clone" => db
-                .write(|tx| storage::vdi_fork(tx, &vdi, msg.name == "snapshot"))
+            "snapshot" | "clone" => self
+                .with_disks_held(std::slice::from_ref(&vdi), || {
+                    db.write(|tx| storage::vdi_fork(tx, &vdi, msg.name == "snapshot"))
+                })
                 .map(Value::String),
             "copy" => storage::vdi_copy(db, &vdi, &arg_ref(args, 1), ctx.task.as_deref())
                 .map(Value::String),
             "resize" => {
                 let size = args.get(1).and_then(Value::as_int).unwrap_or(-1);
-                db.write(|tx| storage::vdi_resize(tx, &vdi, size))
-                    .map(|()| Value::void())
+                self.with_disks_held(std::slice::from_ref(&vdi), || {
+                    db.write(|tx| storage::vdi_resize(tx, &vdi, size))
+                })
+                .map(|()| Value::void())
             }
             _ => Err(ApiError::new(
                 &codes::NOT_IMPLEMENTED,
@@ -703,6 +699,7 @@ impl Vms {
                 .write(|tx| {
                     let mut map = std::collections::HashMap::new();
                     for vdi in &disks {
+                        storage::require_unattached(tx, vdi, "clone")?;
                         map.insert(vdi.clone(), storage::vdi_fork(tx, vdi, false)?);
                     }
                     clone::copy_vm(tx, vm, new_name, &map)
@@ -732,9 +729,95 @@ impl Vms {
             .map(Value::String)
     }
 
-    /// `VM.snapshot` of a halted VM: a snapshot VM (a template, as XAPI makes them) whose
-    /// disks are snapshots of the VM's disks.
+    /// Runs `change`, which replaces or grows the files of `vdis`, with each of those disks
+    /// that a running or paused VM has open held in its fv-vmm: flushed and its requests
+    /// waiting before, reopened after (the guest then sees a new size), or resumed on the
+    /// same file if `change` failed (fv-sr leaves the files as they were then). The guest
+    /// sees a slow disk for the moment, never an error.
+    fn with_disks_held<T>(
+        &self,
+        vdis: &[String],
+        change: impl FnOnce() -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let db = self.api()?.db();
+        let users = db.read(|tx| {
+            let mut users = Vec::new();
+            for vdi in vdis {
+                for vbd in crate::fields::refs(tx, "VDI", vdi, "VBDs")? {
+                    let vm = get_str(tx, "VBD", &vbd, "VM")?;
+                    let state = get_str(tx, "VM", &vm, "power_state")?;
+                    if state == "Running" || state == "Paused" {
+                        users.push((vm, devices::vdi_path(tx, vdi)?));
+                    }
+                }
+            }
+            Ok(users)
+        })?;
+        let mut held = Vec::new();
+        let release = |held: &[(Arc<Running>, String)], reopen: bool| {
+            let verb = if reopen { "reopen" } else { "resume" };
+            let mut failed = None;
+            for (r, id) in held {
+                let path = format!("/vm/disks/{id}/{verb}");
+                if let Err(e) = lock(&r.vmm).request("PUT", &path, None) {
+                    tracing::error!("VM {}: disk {id} stays paused: {e}", r.vm);
+                    failed.get_or_insert(internal(format!(
+                        "VM {}: the disk {id} could not be reopened and stays paused: {e}",
+                        r.vm
+                    )));
+                }
+            }
+            failed.map_or(Ok(()), Err)
+        };
+        for (vm, path) in users {
+            let hold = || -> Result<(Arc<Running>, String), ApiError> {
+                let r = self.instance(&vm)?;
+                let info = lock(&r.vmm)
+                    .info()
+                    .map_err(|e| internal(format!("VM {vm}: {e}")))?;
+                let id = info["devices"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|d| d["path"].as_str() == path.to_str())
+                    .and_then(|d| d["id"].as_str())
+                    .ok_or_else(|| {
+                        internal(format!("VM {vm} has no disk open on {}", path.display()))
+                    })?
+                    .to_owned();
+                lock(&r.vmm)
+                    .request("PUT", &format!("/vm/disks/{id}/pause"), None)
+                    .map_err(|e| internal(format!("VM {vm}: pausing disk {id}: {e}")))?;
+                Ok((r, id))
+            };
+            match hold() {
+                Ok(h) => held.push(h),
+                Err(e) => {
+                    release(&held, false)?;
+                    return Err(e);
+                }
+            }
+        }
+        match change() {
+            Ok(v) => release(&held, true).map(|()| v),
+            Err(e) => {
+                release(&held, false)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// `VM.snapshot`: a snapshot VM (a template, as XAPI makes them) whose disks are
+    /// snapshots of the VM's disks. A running VM's disks are all held for the moment the
+    /// snapshot takes, so they are consistent with each other (crash-consistent, as a disk
+    /// snapshot of a running VM is in XAPI).
     fn snapshot(&self, vm: &str, new_name: &str) -> Result<Value, ApiError> {
+        let db = self.api()?.db();
+        let disks = db.read(|tx| clone::disks(tx, vm))?;
+        self.with_disks_held(&disks, || self.snapshot_now(vm, new_name))
+    }
+
+    fn snapshot_now(&self, vm: &str, new_name: &str) -> Result<Value, ApiError> {
         let db = self.api()?.db();
         db.write(|tx| {
             let mut map = std::collections::HashMap::new();
