@@ -64,7 +64,12 @@ pub fn start(options: &Options) -> Result<Daemon, Error> {
         })
         .map_err(|e| Error::Setup(format!("{e:?}")))?;
     for dir in sr_dirs {
-        crate::storage::coalesce_in_background(api.clone(), dir);
+        // What a crash interrupted (a snapshot, a coalesce) is finished or undone first:
+        // its temporary files would otherwise stop the coalesce.
+        match fv_sr::FileSr::open(&dir).and_then(|sr| sr.recover()) {
+            Ok(_) => crate::storage::coalesce_in_background(api.clone(), dir),
+            Err(e) => tracing::warn!("SR at {}: recovery failed: {e}", dir.display()),
+        }
     }
     Ok(Daemon { api, host })
 }

@@ -33,6 +33,8 @@ fn linux_guest_clean_reboot_and_shutdown_through_fvd() {
 struct Console {
     stream: UnixStream,
     seen: String,
+    /// The VM's run directory: its fv-vmm's stderr.log says why a console closed.
+    run_dir: PathBuf,
 }
 
 impl Console {
@@ -44,6 +46,7 @@ impl Console {
         Console {
             stream,
             seen: String::new(),
+            run_dir: run_dir.to_owned(),
         }
     }
 
@@ -57,7 +60,11 @@ impl Console {
                 self.seen
             );
             match self.stream.read(&mut buf) {
-                Ok(0) => panic!("console closed before {want:?}:\n{}", self.seen),
+                Ok(0) => panic!(
+                    "console closed before {want:?}:\n{}\nfv-vmm's stderr:\n{}",
+                    self.seen,
+                    std::fs::read_to_string(self.run_dir.join("stderr.log")).unwrap_or_default()
+                ),
                 Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
                 Err(_) => {}
             }
@@ -314,4 +321,329 @@ fn inside_pifs_and_vlans() {
     let gone = fvd.in_netns(&["ip", "-o", "link", "show", "dev", "fvnic0.10"]);
     assert!(gone.is_empty(), "{gone}");
     c.ok("PIF.forget", &[s(&pif)]);
+}
+
+impl Console {
+    /// Types `cmd` at the guest's shell and returns what it printed. The end marker is
+    /// computed by the shell, so the echoed command line cannot match it.
+    fn run(&mut self, cmd: &str) -> String {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let from = self.seen.len();
+        let line = format!("{cmd}; echo FV-DONE-$((7000+{n}))\n");
+        std::io::Write::write_all(&mut self.stream, line.as_bytes()).expect("console write");
+        let done = format!("FV-DONE-{}", 7000 + n);
+        self.wait_for(&done);
+        let out = &self.seen[from..];
+        // Skip the echoed command line; keep the output up to the marker.
+        let out = out.split_once('\n').map_or("", |(_, rest)| rest);
+        out.split(&done).next().unwrap_or("").replace('\r', "")
+    }
+}
+
+/// `console.run(cmd)`, printing fvd's log and the kernel's last messages if it fails.
+fn run_or_explain(fvd: &Fvd, console: &mut Console, cmd: &str) -> String {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| console.run(cmd))) {
+        Ok(out) => out,
+        Err(e) => {
+            let dmesg = std::process::Command::new("dmesg").output();
+            eprintln!(
+                "fvd's log:\n{}\ndmesg:\n{}",
+                fvd.log(),
+                dmesg.map_or_else(
+                    |e| e.to_string(),
+                    |o| String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .rev()
+                        .take(30)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            );
+            std::panic::resume_unwind(e)
+        }
+    }
+}
+
+/// The MD5 of `data`, as busybox's `md5sum` prints it in the guest.
+fn md5(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("md5sum");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..32].to_owned()
+}
+
+/// The MD5s a guest command printed, one per `md5sum` line, in order.
+fn md5s(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.len() == 32 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn guest_data_survives_snapshot_clone_revert_copy_resize_export_and_import() {
+    fv_testhost::run_test_inside(
+        INSIDE,
+        "inside_guest_data_survives_snapshot_clone_revert_copy_resize_export_and_import",
+    );
+}
+
+const MIB: u64 = 1 << 20;
+const TIB: u64 = 1 << 40;
+
+/// Data a Debian guest writes on a 16 TiB thin VDI (at its start and in its last MiB), checked
+/// by MD5 against what the host reads from each VDI made from it: a snapshot taken while the
+/// guest runs (VM.snapshot), a clone of it, a full copy, an export and re-import as qcow2,
+/// the VDI grown while the guest runs (the guest sees the new size and writes past the old
+/// end), and VM.revert (the guest reads its old data again). Every file passes
+/// `qemu-img check`.
+#[test]
+#[ignore = "runs inside the emulated host, started by the test of the same name"]
+fn inside_guest_data_survives_snapshot_clone_revert_copy_resize_export_and_import() {
+    let Some(vmlinux) =
+        std::env::var_os(INSIDE).map(|_| PathBuf::from(std::env::var_os("FV_VMLINUX").unwrap()))
+    else {
+        return;
+    };
+    let initrd = PathBuf::from(std::env::var_os("FV_INITRD").unwrap());
+    let dir = TempDir::new("integrity");
+    let template_dir = dir.0.join("template");
+    std::fs::create_dir_all(&template_dir).unwrap();
+    std::fs::copy(&vmlinux, template_dir.join("vmlinux")).unwrap();
+    std::fs::copy(&initrd, template_dir.join("initrd.img")).unwrap();
+    fv_testhost::build_rootfs(&template_dir.join("rootfs.img")).expect("build the root");
+    let fvd = Fvd::start_args(
+        &dir.0.join("data"),
+        false,
+        &["--template-dir", template_dir.to_str().unwrap()],
+    );
+    let c = fvd.root();
+    let Value::Array(found) = c.ok("VM.get_by_name_label", &[s("Debian 12 (busybox root)")]) else {
+        panic!("VM.get_by_name_label");
+    };
+    let vm = c.ok("VM.clone", &[found[0].clone(), s("integrity")]);
+    let vm = vm.as_str().unwrap().to_owned();
+    c.ok("VM.set_is_a_template", &[s(&vm), Value::Bool(false)]);
+    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
+        panic!()
+    };
+    let sr = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
+    let sr_uuid = c.field("SR", sr.as_str().unwrap(), "uuid");
+    let sr_dir = fvd.data.join("sr").join(sr_uuid.as_str().unwrap());
+    let record = |pairs: &[(&str, Value)]| {
+        Value::Struct(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
+    };
+    let size = 16 * TIB;
+    let data = c.ok(
+        "VDI.create",
+        &[record(&[
+            ("name_label", s("data")),
+            ("SR", sr.clone()),
+            ("virtual_size", Value::Int(size as i64)),
+            ("type", s("user")),
+        ])],
+    );
+    let data = data.as_str().unwrap().to_owned();
+    c.ok(
+        "VBD.create",
+        &[record(&[
+            ("VM", s(&vm)),
+            ("VDI", s(&data)),
+            ("userdevice", s("1")),
+            ("bootable", Value::Bool(false)),
+            ("mode", s("RW")),
+            ("type", s("Disk")),
+            ("empty", Value::Bool(false)),
+        ])],
+    );
+    let uuid = c.field("VM", &vm, "uuid");
+    let run_dir = fvd.data.join("vms").join(uuid.as_str().unwrap());
+    let boot = |c: &Client| {
+        c.ok("VM.start", &[s(&vm), Value::Bool(true), Value::Bool(false)]);
+        let mut console = Console::connect(&run_dir);
+        c.ok("VM.unpause", &[s(&vm)]);
+        console.wait_for("guest# ");
+        console
+    };
+    let mut console = boot(&c);
+    let last_mib = size / MIB - 1;
+    let sectors = console.run("cat /sys/block/vdb/size");
+    assert!(sectors.contains(&(size / 512).to_string()), "{sectors}");
+    // Random data at the start and in the last MiB, written through to the disk.
+    let written = run_or_explain(
+        &fvd,
+        &mut console,
+        &format!(
+            "dd if=/dev/urandom of=/dev/vdb bs=1M count=4 conv=fsync 2>/dev/null; \
+         dd if=/dev/urandom of=/dev/vdb bs=1M count=1 seek={last_mib} conv=fsync 2>/dev/null; \
+         dd if=/dev/vdb bs=1M count=4 2>/dev/null | md5sum; \
+         dd if=/dev/vdb bs=1M count=1 skip={last_mib} 2>/dev/null | md5sum"
+        ),
+    );
+    let [head_a, tail_a] = <[String; 2]>::try_from(md5s(&written)).expect(&written);
+
+    // A snapshot of the running VM, then the guest changes its data.
+    let snap = c.ok("VM.snapshot", &[s(&vm), s("before")]);
+    let snap = snap.as_str().unwrap().to_owned();
+    let changed = console.run(
+        "dd if=/dev/urandom of=/dev/vdb bs=1M count=4 conv=fsync 2>/dev/null; \
+         dd if=/dev/vdb bs=1M count=4 2>/dev/null | md5sum",
+    );
+    let [head_b] = <[String; 1]>::try_from(md5s(&changed)).expect(&changed);
+    assert_ne!(head_a, head_b);
+
+    // Grown by 1 GiB while it runs: the guest sees it and writes past the old end.
+    let grown = size + 1024 * MIB;
+    c.ok("VDI.resize", &[s(&data), Value::Int(grown as i64)]);
+    let deadline = Instant::now() + GUEST_TIMEOUT;
+    while !console
+        .run("cat /sys/block/vdb/size")
+        .contains(&(grown / 512).to_string())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the guest never saw the new size"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let beyond = size / MIB + 512;
+    let past = console.run(&format!(
+        "dd if=/dev/urandom of=/dev/vdb bs=1M count=1 seek={beyond} conv=fsync 2>/dev/null; \
+         dd if=/dev/vdb bs=1M count=1 skip={beyond} 2>/dev/null | md5sum"
+    ));
+    let [past_c] = <[String; 1]>::try_from(md5s(&past)).expect(&past);
+    let task = c.ok("Async.VM.clean_shutdown", &[s(&vm)]);
+    wait_task(&c, task.as_str().unwrap());
+
+    // What the host reads from each VDI.
+    let file = |vdi: &str| sr_dir.join(c.field("VDI", vdi, "location").as_str().unwrap());
+    let read = |vdi: &str, at: u64, len: u64| {
+        let disk = fv_disk::open_disk(&file(vdi), Some(fv_disk::Format::Qcow2), true)
+            .expect("open the VDI");
+        let mut buf = vec![0u8; len as usize];
+        disk.read_at(&mut buf, at).expect("read");
+        md5(&buf)
+    };
+    let disk_of = |vm: &str| {
+        let Value::Array(vbds) = c.field("VM", vm, "VBDs") else {
+            panic!()
+        };
+        vbds.iter()
+            .map(|v| v.as_str().unwrap())
+            .find(|v| c.field("VBD", v, "userdevice") == s("1"))
+            .map(|v| c.field("VBD", v, "VDI").as_str().unwrap().to_owned())
+            .expect("the data disk")
+    };
+    let snap_data = disk_of(&snap);
+    assert_eq!(read(&snap_data, 0, 4 * MIB), head_a, "the snapshot");
+    assert_eq!(
+        read(&snap_data, last_mib * MIB, MIB),
+        tail_a,
+        "the snapshot"
+    );
+    assert_eq!(
+        c.field("VDI", &snap_data, "virtual_size").as_int(),
+        Some(size as i64)
+    );
+    assert_eq!(read(&data, 0, 4 * MIB), head_b, "the VDI");
+    assert_eq!(read(&data, last_mib * MIB, MIB), tail_a, "the VDI");
+    assert_eq!(
+        read(&data, beyond * MIB, MIB),
+        past_c,
+        "the VDI, past the old end"
+    );
+    let clone = c.ok(
+        "VDI.clone",
+        &[s(&snap_data), Value::Struct(Default::default())],
+    );
+    let clone = clone.as_str().unwrap().to_owned();
+    assert_eq!(read(&clone, 0, 4 * MIB), head_a, "the clone");
+    let copy = c.ok("VDI.copy", &[s(&data), sr.clone()]);
+    let copy = copy.as_str().unwrap().to_owned();
+    assert_eq!(read(&copy, 0, 4 * MIB), head_b, "the copy");
+    assert_eq!(read(&copy, last_mib * MIB, MIB), tail_a, "the copy");
+    assert_eq!(read(&copy, beyond * MIB, MIB), past_c, "the copy");
+
+    // Exported as qcow2 and imported into a new VDI of the same size.
+    let session = c.session.clone().unwrap();
+    let exported = dir.0.join("export.qcow2");
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--fail",
+                "--unix-socket",
+                fvd.socket.to_str().unwrap(),
+            ])
+            .args(args)
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "curl {args:?}: {out:?}");
+    };
+    curl(&[
+        "-o",
+        exported.to_str().unwrap(),
+        &format!("http://localhost/export_raw_vdi?session_id={session}&vdi={data}&format=qcow2"),
+    ]);
+    let imported = c.ok(
+        "VDI.create",
+        &[record(&[
+            ("name_label", s("imported")),
+            ("SR", sr.clone()),
+            ("virtual_size", Value::Int(grown as i64)),
+            ("type", s("user")),
+        ])],
+    );
+    let imported = imported.as_str().unwrap().to_owned();
+    curl(&[
+        "-T",
+        exported.to_str().unwrap(),
+        &format!(
+            "http://localhost/import_raw_vdi?session_id={session}&vdi={imported}&format=qcow2"
+        ),
+    ]);
+    assert_eq!(read(&imported, 0, 4 * MIB), head_b, "the re-import");
+    assert_eq!(
+        read(&imported, last_mib * MIB, MIB),
+        tail_a,
+        "the re-import"
+    );
+    assert_eq!(read(&imported, beyond * MIB, MIB), past_c, "the re-import");
+
+    // Reverted, the guest reads its first data again, on a disk of the old size.
+    c.ok("VM.revert", &[s(&snap)]);
+    let mut console = boot(&c);
+    let again = console.run(&format!(
+        "cat /sys/block/vdb/size; dd if=/dev/vdb bs=1M count=4 2>/dev/null | md5sum; \
+         dd if=/dev/vdb bs=1M count=1 skip={last_mib} 2>/dev/null | md5sum"
+    ));
+    assert!(again.contains(&(size / 512).to_string()), "{again}");
+    assert_eq!(md5s(&again), [head_a.clone(), tail_a.clone()], "{again}");
+    c.ok("VM.hard_shutdown", &[s(&vm)]);
+
+    // Every file fvd wrote passes qemu-img check.
+    for entry in std::fs::read_dir(&sr_dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".qcow2") || name.starts_with('.') {
+            continue;
+        }
+        let out = std::process::Command::new("qemu-img")
+            .args(["check", "-q"])
+            .arg(entry.path())
+            .output()
+            .expect("qemu-img");
+        assert!(out.status.success(), "qemu-img check {name}: {out:?}");
+    }
 }

@@ -553,3 +553,93 @@ fn a_chain_under_a_running_vm_is_shortened_when_it_halts() {
         "the chain was not shortened after the halt"
     );
 }
+
+/// fvd killed (SIGKILL) while it coalesces a deleted snapshot's data into the VDI after it:
+/// the restarted fvd recovers the SR, finishes the coalesce, and the chain is shorter with
+/// the data intact and every file passing `qemu-img check`.
+#[test]
+fn coalesce_interrupted_by_a_kill_finishes_after_restart() {
+    let dir = TempDir::new("killcoal");
+    let data_dir = dir.0.join("data");
+    let mut fvd = Fvd::start(&data_dir);
+    let c = fvd.root();
+    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
+        panic!()
+    };
+    let sr_ref = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
+    let sr_uuid = c.field("SR", sr_ref.as_str().unwrap(), "uuid");
+    let sr_dir = fvd.data.join("sr").join(sr_uuid.as_str().unwrap());
+    let sr = Sr {
+        c: &c,
+        dir: sr_dir.clone(),
+        sr: sr_ref.as_str().unwrap().to_owned(),
+    };
+    let len = 192 << 20;
+    let vdi = sr.create("big", len as i64);
+    let first = pattern(len, 5);
+    sr.write(&vdi, 0, &first);
+    let temp_files = || {
+        std::fs::read_dir(&sr_dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+    };
+    // The coalesce copies the base's data into a new file built under a `.tmp` name: kill
+    // fvd once that file is there. A fast machine may finish first: try again then.
+    let mut caught = false;
+    let mut rounds = 0;
+    for round in 0..5u8 {
+        rounds += 1;
+        let snap = c.ok("VDI.snapshot", &[s(&vdi), Value::Struct(BTreeMap::new())]);
+        // Some new data on top, so the chain has something on both sides.
+        sr.write(&vdi, 4096 * u64::from(round), &pattern(4096, round));
+        c.ok("VDI.destroy", &[snap]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline && !temp_files() {
+            if fv_disk::qcow2_info(&sr.file(&vdi))
+                .unwrap()
+                .backing
+                .is_none()
+            {
+                break;
+            }
+        }
+        if temp_files() {
+            caught = true;
+            break;
+        }
+        wait_for_coalescing(&c);
+    }
+    assert!(
+        caught,
+        "the coalesce never ran long enough to be interrupted"
+    );
+    let mut expected = first;
+    for round in 0..rounds {
+        let at = 4096 * usize::from(round);
+        expected[at..at + 4096].copy_from_slice(&pattern(4096, round));
+    }
+    let sr_name = sr.sr.clone();
+    drop(sr);
+    drop(c);
+    fvd.kill9();
+    fvd = Fvd::start(&data_dir);
+    let c = fvd.root();
+    let sr = Sr {
+        c: &c,
+        dir: sr_dir.clone(),
+        sr: sr_name,
+    };
+    wait_for_coalescing(&c);
+    let info = fv_disk::qcow2_info(&sr.file(&vdi)).unwrap();
+    assert!(
+        info.backing.is_none(),
+        "the chain is one image again: {info:?}"
+    );
+    assert!(!temp_files(), "temporary files left");
+    // Only the VDI is left, and it holds everything written.
+    assert_eq!(sr.managed(), 1);
+    let got = sr.read(&vdi, 0, expected.len());
+    assert!(got == expected[..got.len()], "the data changed");
+    sr.check_all();
+}

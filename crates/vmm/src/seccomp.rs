@@ -146,6 +146,9 @@ const DEVICE: &[i64] = &[
     libc::SYS_fsync,
     libc::SYS_fdatasync,
     libc::SYS_fallocate,
+    // imago grows a qcow2 file with ftruncate when it allocates past its end (seen when a
+    // guest first wrote the last MiB of a 16 TiB disk).
+    libc::SYS_ftruncate,
     libc::SYS_timerfd_settime,
     libc::SYS_timerfd_gettime,
     libc::SYS_getrandom,
