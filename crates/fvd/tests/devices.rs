@@ -139,10 +139,31 @@ fn vbds_and_vifs_become_disks_and_nics() {
         link.contains("mtu 9000") && link.contains(&format!("master {jumbo_bridge}")),
         "{tap1}: {link}"
     );
-    // No hot-plug yet: a clear error that says what to do.
-    let refused = c.err("VIF.plug", &[s(&vif1)]);
+    // Attached NICs cannot be plugged again; unplugging a running VM's NIC is not supported
+    // yet: a clear error that says what to do.
+    assert_eq!(
+        c.err("VIF.plug", &[s(&vif1)]).code,
+        "DEVICE_ALREADY_ATTACHED"
+    );
+    let refused = c.err("VIF.unplug", &[s(&vif1)]);
     assert_eq!(refused.code, "OPERATION_NOT_ALLOWED");
     assert!(refused.params[0].contains("shut VM"), "{refused}");
+    // A third NIC, hot-plugged: its tap is on the bridge and fv-vmm has it on the bus
+    // (the guest, paused, has not scanned the bus yet, and finds three devices).
+    let vif2 = c.ok(
+        "VIF.create",
+        &[record(&[
+            ("device", s("2")),
+            ("network", s(&network)),
+            ("VM", s(&vm)),
+            ("MAC", s("")),
+            ("MTU", Value::Int(1500)),
+        ])],
+    );
+    c.ok("VIF.plug", &[vif2]);
+    let tap2 = format!("vif{}.2", &uuid.as_str().unwrap()[..8]);
+    let link = fvd.in_netns(&["ip", "-o", "link", "show", "dev", &tap2]);
+    assert!(link.contains(&format!("master {bridge}")), "{tap2}: {link}");
     c.ok("VM.unpause", &[s(&vm)]);
     let mut out = Vec::new();
     let _ = serial.read_to_end(&mut out);
@@ -156,7 +177,14 @@ fn vbds_and_vifs_become_disks_and_nics() {
         out.contains("1af4:1042"),
         "no disk on the guest's bus:\n{out}"
     );
+    assert_eq!(
+        out.matches("1af4:1041").count(),
+        3,
+        "three NICs on the guest's bus:\n{out}"
+    );
     c.wait_power_state(&vm, "Halted");
-    let gone = fvd.in_netns(&["ip", "-o", "link", "show", "dev", &tap]);
-    assert!(gone.is_empty(), "the tap outlived the VM: {gone}");
+    for tap in [&tap, &tap2] {
+        let gone = fvd.in_netns(&["ip", "-o", "link", "show", "dev", tap]);
+        assert!(gone.is_empty(), "the tap outlived the VM: {gone}");
+    }
 }

@@ -647,3 +647,115 @@ fn inside_guest_data_survives_snapshot_clone_revert_copy_resize_export_and_impor
         assert!(out.status.success(), "qemu-img check {name}: {out:?}");
     }
 }
+
+#[test]
+fn vif_plug_gives_a_running_guest_a_working_nic() {
+    fv_testhost::run_test_inside(
+        INSIDE,
+        "inside_vif_plug_gives_a_running_guest_a_working_nic",
+    );
+}
+
+/// `VIF.plug` on a running Debian guest: fv-vmm puts a virtio-net device in a free PCI slot
+/// and tells the guest through ACPI; the guest's kernel finds the NIC with the VIF's MAC,
+/// and it reaches an address on the host side of the network's bridge.
+#[test]
+#[ignore = "runs inside the emulated host, started by the test of the same name"]
+fn inside_vif_plug_gives_a_running_guest_a_working_nic() {
+    let Some(vmlinux) =
+        std::env::var_os(INSIDE).map(|_| PathBuf::from(std::env::var_os("FV_VMLINUX").unwrap()))
+    else {
+        return;
+    };
+    let initrd = PathBuf::from(std::env::var_os("FV_INITRD").unwrap());
+    let dir = TempDir::new("hotplug");
+    let template_dir = dir.0.join("template");
+    std::fs::create_dir_all(&template_dir).unwrap();
+    std::fs::copy(&vmlinux, template_dir.join("vmlinux")).unwrap();
+    std::fs::copy(&initrd, template_dir.join("initrd.img")).unwrap();
+    fv_testhost::build_rootfs(&template_dir.join("rootfs.img")).expect("build the root");
+    let fvd = Fvd::start_args(
+        &dir.0.join("data"),
+        false,
+        &["--template-dir", template_dir.to_str().unwrap()],
+    );
+    let c = fvd.root();
+    let Value::Array(found) = c.ok("VM.get_by_name_label", &[s("Debian 12 (busybox root)")]) else {
+        panic!("VM.get_by_name_label");
+    };
+    let vm = c.ok("VM.clone", &[found[0].clone(), s("hotplug")]);
+    let vm = vm.as_str().unwrap().to_owned();
+    c.ok("VM.set_is_a_template", &[s(&vm), Value::Bool(false)]);
+    let record = |pairs: &[(&str, Value)]| {
+        Value::Struct(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
+    };
+    let network = c.ok("network.create", &[record(&[("name_label", s("hot"))])]);
+    let network = network.as_str().unwrap().to_owned();
+    let uuid = c.field("VM", &vm, "uuid");
+    let run_dir = fvd.data.join("vms").join(uuid.as_str().unwrap());
+    c.ok("VM.start", &[s(&vm), Value::Bool(true), Value::Bool(false)]);
+    let mut console = Console::connect(&run_dir);
+    c.ok("VM.unpause", &[s(&vm)]);
+    console.wait_for("guest# ");
+    let before = console.run("ls /sys/class/net");
+
+    let mac = "52:54:00:5a:11:0e";
+    let vif = c.ok(
+        "VIF.create",
+        &[record(&[
+            ("device", s("4")),
+            ("network", s(&network)),
+            ("VM", s(&vm)),
+            ("MAC", s(mac)),
+            ("MTU", Value::Int(1500)),
+        ])],
+    );
+    c.ok("VIF.plug", std::slice::from_ref(&vif));
+    // The guest's kernel finds it: an interface with the VIF's MAC.
+    let find = format!("grep -l {mac} /sys/class/net/*/address");
+    let deadline = Instant::now() + GUEST_TIMEOUT;
+    let iface = loop {
+        let out = run_or_explain(&fvd, &mut console, &find);
+        if let Some(line) = out.lines().find(|l| l.starts_with("/sys/class/net/")) {
+            break line.split('/').nth(4).unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no NIC with {mac} in the guest (before: {before}):\n{}",
+            console.seen
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        !before.contains(&iface),
+        "{iface} was there before: {before}"
+    );
+    assert_eq!(c.err("VIF.plug", &[vif]).code, "DEVICE_ALREADY_ATTACHED");
+
+    // It works: the guest reaches the host's address on the network's bridge.
+    let bridge = c.field("network", &network, "bridge");
+    fvd.in_netns(&[
+        "ip",
+        "addr",
+        "add",
+        "10.77.0.1/24",
+        "dev",
+        bridge.as_str().unwrap(),
+    ]);
+    fvd.in_netns(&["ip", "link", "set", bridge.as_str().unwrap(), "up"]);
+    let ping = run_or_explain(
+        &fvd,
+        &mut console,
+        &format!(
+            "ip addr add 10.77.0.2/24 dev {iface}; ip link set {iface} up; \
+             ping -c 3 -W 5 10.77.0.1 >/dev/null && echo PING-OK"
+        ),
+    );
+    assert!(ping.contains("PING-OK"), "{ping}");
+    c.ok("VM.hard_shutdown", &[s(&vm)]);
+}

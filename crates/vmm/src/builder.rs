@@ -19,6 +19,7 @@ use crate::devices::cmos::Cmos;
 use crate::devices::i8042::I8042ResetLine;
 use crate::devices::net::{open_tap, HostTap, NetSetupError};
 use crate::devices::pci::{PciConfigIo, PciEcam, PciRoot};
+use crate::devices::pci_hotplug::PciHotplug;
 use crate::devices::pvpanic::PvPanic;
 use crate::devices::serial::{InputSource, SerialDevice, SerialOutput, SocketClient};
 use crate::devices::virtio::{attach_virtio_pci, VirtioPciHandle, VirtioSetupError};
@@ -136,6 +137,37 @@ fn shared<D: BusDevice + 'static>(d: D) -> Arc<Mutex<dyn BusDevice>> {
 /// The NICs, the disks, then the entropy device, each in the next free PCI slot (NICs
 /// first: a guest names its interfaces by slot, so adding a disk does not rename them).
 /// `taps` are the NICs' taps, in `config.nets` order.
+/// Puts a virtio-net NIC on `host`'s tap on the PCI bus, named `name`; also used to plug
+/// one into a running VM.
+pub fn attach_nic(
+    name: &str,
+    net: &crate::config::NetConfig,
+    host: HostTap,
+    mem: &crate::memory::GuestMemoryMmap,
+    routing: &Arc<IrqRouting>,
+    pci: &Mutex<PciRoot>,
+    seccomp: bool,
+) -> Result<VirtioPciHandle, BuildError> {
+    use fv_virtio::net::Net;
+    use fv_virtio::VirtioDevice;
+
+    let tap_name = host.tap.name().to_string();
+    let device_config = fv_virtio::net::NetConfig {
+        mac: host.mac.0,
+        mtu: None,
+        rx_rate_limit: net.rx_rate_limit(),
+        tx_rate_limit: net.tx_rate_limit(),
+    };
+    let nic = Net::new(device_config, host.tap).map_err(|source| BuildError::Net {
+        tap: tap_name.clone(),
+        source,
+    })?;
+    let device: Arc<Mutex<dyn VirtioDevice>> = Arc::new(Mutex::new(nic));
+    let mut handle = attach_virtio_pci(name, device, mem, routing, pci, seccomp)?;
+    handle.net = Some((tap_name, host.mac));
+    Ok(handle)
+}
+
 fn attach_virtio_devices(
     config: &VmConfig,
     taps: Vec<HostTap>,
@@ -144,34 +176,20 @@ fn attach_virtio_devices(
     pci: &Mutex<PciRoot>,
 ) -> Result<Vec<VirtioPciHandle>, BuildError> {
     use fv_virtio::block::{BlockConfig, BlockDevice};
-    use fv_virtio::net::Net;
     use fv_virtio::rng::RngDevice;
     use fv_virtio::VirtioDevice;
 
     let mut handles = Vec::new();
     for (i, (net, host)) in config.nets.iter().zip(taps).enumerate() {
-        let tap_name = host.tap.name().to_string();
-        let device_config = fv_virtio::net::NetConfig {
-            mac: host.mac.0,
-            mtu: None,
-            rx_rate_limit: net.rx_rate_limit(),
-            tx_rate_limit: net.tx_rate_limit(),
-        };
-        let nic = Net::new(device_config, host.tap).map_err(|source| BuildError::Net {
-            tap: tap_name.clone(),
-            source,
-        })?;
-        let device: Arc<Mutex<dyn VirtioDevice>> = Arc::new(Mutex::new(nic));
-        let mut handle = attach_virtio_pci(
+        handles.push(attach_nic(
             &format!("net{i}"),
-            device,
+            net,
+            host,
             mem,
             routing,
             pci,
             config.seccomp,
-        )?;
-        handle.net = Some((tap_name, host.mac));
-        handles.push(handle);
+        )?);
     }
     for (i, disk) in config.disks.iter().enumerate() {
         let image = fv_disk::open_disk(&disk.path, disk.format.map(|f| f.to_disk()), disk.readonly)
@@ -281,6 +299,13 @@ pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
         layout::ACPI_GED_PORT_LEN,
     )?;
 
+    let pci_hotplug = Arc::new(Mutex::new(PciHotplug::default()));
+    pio.insert(
+        pci_hotplug.clone(),
+        layout::PCI_HOTPLUG_PORT,
+        crate::devices::pci_hotplug::REGISTERS_LEN,
+    )?;
+
     let pci = Arc::new(Mutex::new(PciRoot::new(
         mmio.clone(),
         vm.clone(),
@@ -321,6 +346,8 @@ pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
             serial,
             serial_input: input,
             pci,
+            pci_hotplug,
+            routing,
             virtio,
             ged,
             services,

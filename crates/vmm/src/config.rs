@@ -404,7 +404,7 @@ impl FromStr for NetConfig {
 impl NetConfig {
     /// Checks what the JSON file could get wrong that the flag parser already refuses. The
     /// tap name's finer rules (no '/', ':' or spaces) are fv-hostnet's, when it opens it.
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |why: String| ConfigError::DeviceOption {
             flag: "--net",
             value: format!("tap={}", self.tap),

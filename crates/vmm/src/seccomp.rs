@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use kvm_bindings::{
-    kvm_fpu, kvm_ioeventfd, kvm_irq_routing, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msrs,
-    kvm_pit_state2, kvm_regs, kvm_sregs, KVMIO,
+    kvm_fpu, kvm_ioeventfd, kvm_irq_routing, kvm_irqchip, kvm_irqfd, kvm_lapic_state, kvm_mp_state,
+    kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs, KVMIO,
 };
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -43,10 +43,12 @@ ioctl_ior_nr!(KVM_SET_IRQCHIP, KVMIO, 0x63, kvm_irqchip);
 ioctl_iow_nr!(KVM_SET_PIT2, KVMIO, 0xa0, kvm_pit_state2);
 ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
 ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_ioeventfd);
+ioctl_iow_nr!(KVM_IRQFD, KVMIO, 0x76, kvm_irqfd);
 /// A virtio-net device's activation, on the vCPU thread where the driver sets DRIVER_OK,
 /// sets its tap's virtio-net header length and offloads (`Net::activate`).
 const TUNSETVNETHDRSZ: u64 = libc::TUNSETVNETHDRSZ;
 const TUNSETOFFLOAD: u64 = libc::TUNSETOFFLOAD;
+const TUNSETIFF: u64 = libc::TUNSETIFF;
 /// Terminal attributes: `set_canon_mode` restores the console at exit.
 const TCGETS: u64 = 0x5401;
 const TCSETS: u64 = 0x5402;
@@ -105,6 +107,18 @@ const MAIN: &[i64] = &[
     libc::SYS_preadv,
     libc::SYS_pwritev,
     libc::SYS_fstatfs,
+    // `PUT /vm/nets` plugs a NIC: its tap is opened (`socket` as `MAIN_SOCKET_RULE`
+    // allows, for the interface ioctls), its eventfds, timerfd and event loop made, and its
+    // device thread started, which installs its own, narrower, filter.
+    libc::SYS_eventfd2,
+    libc::SYS_timerfd_create,
+    libc::SYS_epoll_create1,
+    libc::SYS_clone3,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_prctl,
+    libc::SYS_seccomp,
 ];
 
 const API: &[i64] = &[
@@ -170,6 +184,12 @@ const SOCKET_RULE: (u64, u64) = (
     libc::AF_UNIX as u64,
     (libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u64,
 );
+/// The only `socket` call the main thread makes: fv-hostnet's datagram socket for the
+/// interface ioctls when a tap is opened for a NIC plugged into the running VM.
+const MAIN_SOCKET_RULE: (u64, u64) = (
+    libc::AF_INET as u64,
+    (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+);
 /// `UnixStream::set_nonblocking` (std uses this ioctl on sockets).
 const FIONBIO: u64 = libc::FIONBIO;
 
@@ -184,6 +204,10 @@ fn ioctls(kind: ThreadKind) -> Vec<u64> {
             n(KVM_SET_GSI_ROUTING()),
             TCGETS,
             TCSETS,
+            // A NIC plugged while the VM runs: its tap, its interrupts.
+            libc::SIOCGIFINDEX,
+            TUNSETIFF,
+            n(KVM_IRQFD()),
         ],
         ThreadKind::Api => vec![],
         // Console and vsock make accepted client streams non-blocking.
@@ -232,8 +256,12 @@ pub fn filter(kind: ThreadKind) -> Result<BpfProgram, String> {
     if !ioctl_rules.is_empty() {
         rules.insert(libc::SYS_ioctl, ioctl_rules);
     }
-    if kind == ThreadKind::Device {
-        let (domain, ty) = SOCKET_RULE;
+    let socket_rule = match kind {
+        ThreadKind::Device => Some(SOCKET_RULE),
+        ThreadKind::Main => Some(MAIN_SOCKET_RULE),
+        _ => None,
+    };
+    if let Some((domain, ty)) = socket_rule {
         let rule = [(0, domain), (1, ty)]
             .into_iter()
             .map(|(arg, value)| {

@@ -13,9 +13,10 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::api::{self, ActionError, ApiRequest, DeviceInfo, VmInfo, VmState, VmmAction, VmmData};
 use crate::config::VmConfig;
-use crate::devices::acpi_ged::{AcpiGed, GED_POWER_BUTTON};
+use crate::devices::acpi_ged::{AcpiGed, GED_PCI_HOTPLUG, GED_POWER_BUTTON};
 use crate::devices::bus::lock;
 use crate::devices::pci::PciRoot;
+use crate::devices::pci_hotplug::PciHotplug;
 use crate::devices::serial::{InputSource, SerialDevice, SerialInput};
 use crate::devices::services::GuestServices;
 use crate::devices::virtio::{DiskHandle, VirtioPciHandle};
@@ -25,6 +26,7 @@ use crate::loader;
 use crate::memory::GuestMemoryMmap;
 use crate::metrics::ExitCounters;
 use crate::seccomp::{self, ThreadKind};
+use crate::vstate::irq::IrqRouting;
 use crate::vstate::vcpu::{install_kick_handler, Vcpu, VcpuContext, VcpuControl};
 use crate::vstate::vm::{discard_guest_memory, Vm};
 use crate::vstate::KvmContext;
@@ -37,6 +39,10 @@ pub struct Devices {
     pub serial_input: InputSource,
     /// PCI bus 0: the host bridge and the virtio devices.
     pub pci: Arc<Mutex<PciRoot>>,
+    /// Tells the guest which slots a device was plugged into.
+    pub pci_hotplug: Arc<Mutex<PciHotplug>>,
+    /// MSI routing, for devices plugged while the VM runs.
+    pub routing: Arc<IrqRouting>,
     /// The virtio devices' event-loop threads (they run until the process exits).
     pub virtio: Vec<VirtioPciHandle>,
     /// Console, vsock and balloon: the balloon to steer, the sockets to remove at exit.
@@ -151,6 +157,8 @@ impl Vmm {
             vm,
             serial: devices.serial,
             pci: devices.pci,
+            pci_hotplug: devices.pci_hotplug,
+            routing: devices.routing,
             virtio: devices.virtio,
             services: devices.services,
             ged: devices.ged,
@@ -187,6 +195,8 @@ struct Controller {
     vm: Arc<Vm>,
     serial: Arc<Mutex<SerialDevice>>,
     pci: Arc<Mutex<PciRoot>>,
+    pci_hotplug: Arc<Mutex<PciHotplug>>,
+    routing: Arc<IrqRouting>,
     virtio: Vec<VirtioPciHandle>,
     /// Dropped when the VM ends, removing the console and vsock sockets.
     services: GuestServices,
@@ -296,12 +306,40 @@ impl Controller {
                 disk.format = format;
                 Ok(VmmData::Empty)
             }
+            VmmAction::AddNet(net) => self.add_net(&net).map(|()| VmmData::Empty),
             // A paused guest sees the press when it resumes (the interrupt stays pending).
             VmmAction::PowerButton => lock(&self.ged)
                 .notify(GED_POWER_BUTTON)
                 .map(|()| VmmData::Empty)
                 .map_err(|e| ActionError::Failed(format!("cannot raise the ACPI event: {e}"))),
         }
+    }
+
+    /// Plugs a NIC into a free slot and tells the guest (ACPI hot-plug, see
+    /// `devices::pci_hotplug`). Named `net<N>` after the NICs already there.
+    fn add_net(&mut self, net: &crate::config::NetConfig) -> Result<(), ActionError> {
+        let taken = |name: &str| self.virtio.iter().any(|d| d.name == name);
+        let name = (0..)
+            .map(|i| format!("net{i}"))
+            .find(|n| !taken(n))
+            .unwrap_or_default();
+        let host = crate::devices::net::open_tap(net)
+            .map_err(|e| ActionError::BadRequest(format!("{name}: {e}")))?;
+        let handle = crate::builder::attach_nic(
+            &name,
+            net,
+            host,
+            &self.mem,
+            &self.routing,
+            &self.pci,
+            self.config.seccomp,
+        )
+        .map_err(|e| ActionError::Failed(format!("{name}: {e}")))?;
+        lock(&self.pci_hotplug).plugged(handle.slot);
+        self.virtio.push(handle);
+        lock(&self.ged)
+            .notify(GED_PCI_HOTPLUG)
+            .map_err(|e| ActionError::Failed(format!("cannot raise the ACPI event: {e}")))
     }
 
     fn disk(&self, id: &str) -> Result<&DiskHandle, ActionError> {
@@ -331,6 +369,7 @@ impl Controller {
         // firmware's BAR placement, every MSI-X vector masked.
         lock(&self.pci).reset();
         lock(&self.ged).reset();
+        lock(&self.pci_hotplug).reset();
         discard_guest_memory(&self.mem).map_err(|e| failed("guest memory", &e))?;
         loader::load_guest(&self.mem, &self.config).map_err(|e| failed("guest image", &e))?;
         lock(&self.serial)

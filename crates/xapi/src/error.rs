@@ -64,6 +64,8 @@ pub mod codes {
         VDI_IN_USE ["vdi", "operation"]
         /// A device of that number already exists.
         DEVICE_ALREADY_EXISTS ["device"]
+        /// The device is already attached to the running VM.
+        DEVICE_ALREADY_ATTACHED ["device"]
         /// Something went wrong inside the toolstack.
         INTERNAL_ERROR ["message"]
         /// `add_to_<map>` of a key already present.

@@ -157,9 +157,14 @@ pub fn plug(nics: &[Nic]) -> Result<Vec<serde_json::Value>, ApiError> {
 
 /// Removes the VM's taps (after it halted), best effort.
 pub fn unplug(vm_uuid: &str, devices: &[String]) {
-    for device in devices {
-        let tap = tap_name(vm_uuid, device);
-        if let Err(e) = fv_hostnet::Tap::remove_persistent(&tap) {
+    let taps: Vec<String> = devices.iter().map(|d| tap_name(vm_uuid, d)).collect();
+    unplug_taps(&taps);
+}
+
+/// Removes these taps, best effort.
+pub fn unplug_taps(taps: &[String]) {
+    for tap in taps {
+        if let Err(e) = fv_hostnet::Tap::remove_persistent(tap) {
             tracing::warn!("cannot remove tap {tap}: {e}");
         }
     }

@@ -946,27 +946,63 @@ impl Vms {
 
     // ---- devices of running VMs ----
 
-    /// `VIF.plug`/`unplug`, `VBD.plug`/`unplug`: a device joins or leaves a VM when it
-    /// starts; hot-plug is not supported yet, and the error says what to do instead.
-    fn hotplug(&self, class: &str, device: &str) -> Result<Value, ApiError> {
+    /// `VIF.plug`/`unplug`, `VBD.plug`/`unplug` on a running VM (a halted VM's devices
+    /// join it when it starts). `VIF.plug` hot-plugs the NIC (fv-vmm's ACPI PCI hot-plug);
+    /// the rest is not supported yet, and the error says what to do instead.
+    fn hotplug(&self, class: &str, op: &str, device: &str) -> Result<Value, ApiError> {
         let (vm, state) = self.api()?.db().read(|tx| {
             let vm = get_str(tx, class, device, "VM")?;
             let state = get_str(tx, "VM", &vm, "power_state")?;
             Ok((vm, state))
         })?;
-        if state == "Halted" {
+        if state != "Running" && state != "Paused" {
             return Err(ApiError::new(
                 &codes::VM_BAD_POWER_STATE,
-                [vm.as_str(), "running", "halted"],
+                [vm.as_str(), "running", &state.to_lowercase()],
             ));
+        }
+        if class == "VIF" && op == "plug" {
+            return self.plug_vif(&vm, device).map(|()| Value::void());
         }
         Err(ApiError::new(
             &codes::OPERATION_NOT_ALLOWED,
             [format!(
-                "{class}s cannot be plugged into or unplugged from a running VM yet: \
+                "{class}.{op} on a running VM is not supported yet (only VIF.plug is): \
                  shut VM {vm} down, change its devices, and start it again"
             )],
         ))
+    }
+
+    /// Hot-plugs VIF `vif` into running VM `vm`: its tap is made and put on its network's
+    /// bridge, then fv-vmm adds the NIC and tells the guest.
+    fn plug_vif(&self, vm: &str, vif: &str) -> Result<(), ApiError> {
+        let nic = self.api()?.db().read(|tx| {
+            let uuid = get_str(tx, "VM", vm, "uuid")?;
+            let tap = devices::tap_name(&uuid, &get_str(tx, "VIF", vif, "device")?);
+            devices::nics(tx, vm)?
+                .into_iter()
+                .find(|n| n.tap == tap)
+                .ok_or_else(|| ApiError::internal(format!("VIF {vif} has no NIC")))
+        })?;
+        let r = self.instance(vm)?;
+        let info = lock(&r.vmm)
+            .info()
+            .map_err(|e| internal(format!("VM {vm}: {e}")))?;
+        let attached = info["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|d| d["tap"].as_str() == Some(nic.tap.as_str()));
+        if attached {
+            return Err(ApiError::new(&codes::DEVICE_ALREADY_ATTACHED, [vif]));
+        }
+        let net = devices::plug(std::slice::from_ref(&nic))?;
+        let added = lock(&r.vmm).request("PUT", "/vm/nets", net.first());
+        if let Err(e) = added {
+            devices::unplug_taps(std::slice::from_ref(&nic.tap));
+            return Err(internal(format!("VM {vm}: plugging VIF {vif}: {e}")));
+        }
+        Ok(())
     }
 
     // ---- settings ----
@@ -1237,7 +1273,7 @@ impl Actions for Vms {
         if matches!(class.name, "VIF" | "VBD")
             && matches!(msg.name, "plug" | "unplug" | "unplug_force")
         {
-            return self.hotplug(class.name, &arg_ref(&args, 0));
+            return self.hotplug(class.name, msg.name, &arg_ref(&args, 0));
         }
         if class.name != "VM" {
             return Err(not_implemented(class, msg, "not in this version"));

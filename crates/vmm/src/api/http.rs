@@ -255,6 +255,9 @@ pub fn parse_action(request: &Request) -> Result<VmmAction, RouteError> {
     if request.path == super::balloon::PATH {
         return super::balloon::parse(request);
     }
+    if request.path == super::nets::PATH {
+        return super::nets::parse(request);
+    }
     if request.path.starts_with(super::disks::PREFIX) {
         return super::disks::parse(request);
     }

@@ -8,6 +8,7 @@
 pub mod balloon;
 pub mod disks;
 pub mod http;
+pub mod nets;
 pub mod server;
 
 use std::sync::mpsc::Sender;
@@ -38,6 +39,8 @@ pub enum VmmAction {
     GetBalloon,
     /// `PUT /vm/balloon`: ask the guest to give `target_mib` MiB to the balloon.
     SetBalloon { target_mib: u64 },
+    /// `PUT /vm/nets`: plug a NIC into the running VM.
+    AddNet(crate::config::NetConfig),
     /// `PUT /vm/disks/<id>/pause`: flush the disk's image and hold the guest's requests.
     DiskPause { id: String },
     /// `PUT /vm/disks/<id>/resume`: serve the held requests from the same image.

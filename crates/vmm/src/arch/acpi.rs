@@ -16,7 +16,7 @@ use acpi_tables::{aml, Aml};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::arch::layout;
-use crate::devices::acpi_ged::GED_POWER_BUTTON;
+use crate::devices::acpi_ged::{GED_PCI_HOTPLUG, GED_POWER_BUTTON};
 use crate::memory::GuestMemoryMmap;
 
 const OEM_ID: [u8; 6] = *b"FERROV";
@@ -101,10 +101,12 @@ fn pci_host_bridge(sink: &mut Vec<u8>) {
         aml::Name::new("_BBN".into(), &aml::ZERO),
         aml::Name::new("_CRS".into(), &crs),
     ];
-    let pci0 = aml::Device::new(
-        "PCI0".into(),
-        fields.iter().map(|n| n as &dyn Aml).collect(),
-    );
+    let mut slots = Vec::new();
+    pci_slots(&mut slots);
+    let slots = RawAml(slots);
+    let mut children: Vec<&dyn Aml> = fields.iter().map(|n| n as &dyn Aml).collect();
+    children.push(&slots);
+    let pci0 = aml::Device::new("PCI0".into(), children);
     pci0.to_aml_bytes(sink);
 
     let res_hid = aml::EISAName::new("PNP0C02");
@@ -124,6 +126,107 @@ fn pci_host_bridge(sink: &mut Vec<u8>) {
         res_fields.iter().map(|n| n as &dyn Aml).collect(),
     );
     res.to_aml_bytes(sink);
+}
+
+/// What ACPI PCI hot-plug needs inside `\_SB_.PCI0` (see `devices::pci_hotplug`): a device
+/// object per slot 1-31, which `acpiphp` takes as the bus's slots, and the method the GED
+/// calls when slots changed:
+///
+/// ```text
+/// Device (S001) { Name (_ADR, 0x00010000)  Name (_SUN, 1) }   // ... S031
+/// Method (PCNT, 0, Serialized) {
+///     Local0 = \_SB_.PHPR.PCIU             // slots plugged, cleared by this read
+///     If ((Local0 & (1 << 1)) == (1 << 1)) { Notify (S001, 1) }   // device check
+///     ...
+/// }
+/// ```
+fn pci_slots(sink: &mut Vec<u8>) {
+    let names: Vec<String> = (1..32u8).map(|slot| format!("S{slot:03}")).collect();
+    for (slot, name) in (1..32u32).zip(&names) {
+        let adr = slot << 16;
+        let fields = [
+            aml::Name::new("_ADR".into(), &adr),
+            aml::Name::new("_SUN".into(), &slot),
+        ];
+        aml::Device::new(
+            name.as_str().into(),
+            fields.iter().map(|n| n as &dyn Aml).collect(),
+        )
+        .to_aml_bytes(sink);
+    }
+    let pciu = aml::Path::new("\\_SB_.PHPR.PCIU");
+    let read = aml::Store::new(&aml::Local(0), &pciu);
+    let bits: Vec<usize> = (1..32).map(|slot| 1usize << slot).collect();
+    let paths: Vec<aml::Path> = names.iter().map(|n| aml::Path::new(n)).collect();
+    let device_check = 1usize;
+    let masks: Vec<aml::And> = bits
+        .iter()
+        .map(|bit| aml::And::new(&aml::Local(1), &aml::Local(0), bit))
+        .collect();
+    let equals: Vec<aml::Equal> = bits
+        .iter()
+        .map(|bit| aml::Equal::new(&aml::Local(1), bit))
+        .collect();
+    let notifies: Vec<aml::Notify> = paths
+        .iter()
+        .map(|p| aml::Notify::new(p, &device_check))
+        .collect();
+    let ifs: Vec<aml::If> = equals
+        .iter()
+        .zip(&notifies)
+        .map(|(eq, notify)| aml::If::new(eq, vec![notify]))
+        .collect();
+    let mut body: Vec<&dyn Aml> = vec![&read];
+    for (mask, test) in masks.iter().zip(&ifs) {
+        body.push(mask);
+        body.push(test);
+    }
+    aml::Method::new("PCNT".into(), 0, true, body).to_aml_bytes(sink);
+}
+
+/// The PCI hot-plug controller's registers, `\_SB_.PHPR` (see `devices::pci_hotplug`):
+///
+/// ```text
+/// Device (PHPR) {
+///     Name (_HID, EisaId ("PNP0A06"))       // generic container
+///     Name (_UID, "PCI Hotplug Controller")
+///     Name (_STA, 0x0B)                     // present, enabled, not shown in the UI
+///     Name (_CRS, ResourceTemplate () { IO (Decode16, PORT, PORT, 1, 12) })
+///     OperationRegion (PCST, SystemIO, PORT, 12)
+///     Field (PCST, DWordAcc, NoLock, WriteAsZeros) { PCIU, 32, PCID, 32, B0EJ, 32 }
+/// }
+/// ```
+fn pci_hotplug_controller(sink: &mut Vec<u8>) {
+    let hid = aml::EISAName::new("PNP0A06");
+    let uid: aml::AmlStr = "PCI Hotplug Controller";
+    // The port map fixes these; they fit.
+    let port16 = layout::PCI_HOTPLUG_PORT as u16;
+    let len8 = crate::devices::pci_hotplug::REGISTERS_LEN as u8;
+    let io = aml::IO::new(port16, port16, 1, len8);
+    let crs = aml::ResourceTemplate::new(vec![&io]);
+    let port = layout::PCI_HOTPLUG_PORT as usize;
+    let len = crate::devices::pci_hotplug::REGISTERS_LEN as usize;
+    let region = aml::OpRegion::new("PCST".into(), aml::OpRegionSpace::SystemIO, &port, &len);
+    let field = aml::Field::new(
+        "PCST".into(),
+        aml::FieldAccessType::DWord,
+        aml::FieldLockRule::NoLock,
+        aml::FieldUpdateRule::WriteAsZeroes,
+        vec![
+            aml::FieldEntry::Named(*b"PCIU", 32),
+            aml::FieldEntry::Named(*b"PCID", 32),
+            aml::FieldEntry::Named(*b"B0EJ", 32),
+        ],
+    );
+    let names = [
+        aml::Name::new("_HID".into(), &hid),
+        aml::Name::new("_UID".into(), &uid),
+        aml::Name::new("_STA".into(), &0x0bu8),
+        aml::Name::new("_CRS".into(), &crs),
+    ];
+    let mut children: Vec<&dyn Aml> = names.iter().map(|n| n as &dyn Aml).collect();
+    children.extend([&region as &dyn Aml, &field]);
+    aml::Device::new("PHPR".into(), children).to_aml_bytes(sink);
 }
 
 /// The power button `\_SB_.PWRB` (`PNP0C0C`, a control-method button: the FADT says there
@@ -180,7 +283,17 @@ fn power_button_and_ged(sink: &mut Vec<u8>) {
     let button_pressed = 0x80usize;
     let notify = aml::Notify::new(&pwrb, &button_pressed);
     let on_button = aml::If::new(&pressed, vec![&notify]);
-    let evt = aml::Method::new("_EVT".into(), 1, true, vec![&read, &mask, &on_button]);
+    let hp_bit = usize::from(GED_PCI_HOTPLUG);
+    let hp_mask = aml::And::new(&aml::Local(1), &aml::Local(0), &hp_bit);
+    let hp_set = aml::Equal::new(&aml::Local(1), &hp_bit);
+    let pcnt = aml::MethodCall::new("\\_SB_.PCI0.PCNT".into(), vec![]);
+    let on_hotplug = aml::If::new(&hp_set, vec![&pcnt]);
+    let evt = aml::Method::new(
+        "_EVT".into(),
+        1,
+        true,
+        vec![&read, &mask, &on_button, &hp_mask, &on_hotplug],
+    );
     let names = [
         aml::Name::new("_HID".into(), &ged_hid),
         aml::Name::new("_UID".into(), &aml::ZERO),
@@ -242,6 +355,7 @@ fn dsdt() -> Vec<u8> {
     pci_host_bridge(&mut pci);
     let pci = RawAml(pci);
     let mut events = Vec::new();
+    pci_hotplug_controller(&mut events);
     power_button_and_ged(&mut events);
     let events = RawAml(events);
     let sb = aml::Scope::new("\\_SB_".into(), vec![&com1, &pvpanic, &pci, &events]);
@@ -571,6 +685,25 @@ mod tests {
         assert!(has(&[0x47, 1, 0xf8, 0x03, 0xf8, 0x03, 1, 8]));
         assert!(has(&[0x47, 1, 0x05, 0x05, 0x05, 0x05, 1, 1]));
         assert!(has(b"QEMU0001\0"));
+    }
+
+    #[test]
+    fn dsdt_describes_pci_hotplug() {
+        let dsdt = dsdt();
+        let has = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"PHPR") && has(b"PCIU") && has(b"PCNT"));
+        // OperationRegion (PCST, SystemIO (1), 0xae00 (WordPrefix), 12 (BytePrefix)).
+        assert!(has(&[
+            0x5b, 0x80, b'P', b'C', b'S', b'T', 1, 0x0b, 0x00, 0xae, 0x0a, 12
+        ]));
+        for slot in 1..32u32 {
+            let name = format!("S{slot:03}");
+            // Name (_ADR, slot << 16): DWordPrefix and the address.
+            let mut adr = b"_ADR\x0c".to_vec();
+            adr.extend_from_slice(&(slot << 16).to_le_bytes());
+            assert!(has(name.as_bytes()), "{name}");
+            assert!(has(&adr), "{name}'s _ADR");
+        }
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub const PCI_CONFIG_IO_PORT: u64 = 0xcf8;
 pub const PCI_CONFIG_IO_PORT_LEN: u64 = 8;
 /// pvpanic ISA port (QEMU's default), described in the DSDT as QEMU0001.
 pub const PVPANIC_PORT: u64 = 0x505;
+/// The PCI hot-plug controller's registers (`devices::pci_hotplug`; QEMU's port).
+pub const PCI_HOTPLUG_PORT: u64 = 0xae00;
 
 /// Largest guest we accept: memory in MiB and vCPUs.
 pub const MAX_MEMORY_MIB: u64 = 1 << 20;

@@ -19,6 +19,8 @@ use crate::devices::bus::BusDevice;
 
 /// Event bit: the power button was pressed.
 pub const GED_POWER_BUTTON: u8 = 1 << 0;
+/// Event bit: a PCI slot changed (`devices::pci_hotplug` says which).
+pub const GED_PCI_HOTPLUG: u8 = 1 << 1;
 
 pub struct AcpiGed {
     /// Events raised and not yet read by the guest.

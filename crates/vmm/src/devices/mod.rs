@@ -10,6 +10,7 @@ pub mod cmos;
 pub mod i8042;
 pub mod net;
 pub mod pci;
+pub mod pci_hotplug;
 pub mod pvpanic;
 pub mod serial;
 pub mod services;
