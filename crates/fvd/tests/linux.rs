@@ -649,19 +649,17 @@ fn inside_guest_data_survives_snapshot_clone_revert_copy_resize_export_and_impor
 }
 
 #[test]
-fn vif_plug_gives_a_running_guest_a_working_nic() {
-    fv_testhost::run_test_inside(
-        INSIDE,
-        "inside_vif_plug_gives_a_running_guest_a_working_nic",
-    );
+fn vif_plug_and_unplug_on_a_running_guest() {
+    fv_testhost::run_test_inside(INSIDE, "inside_vif_plug_and_unplug_on_a_running_guest");
 }
 
 /// `VIF.plug` on a running Debian guest: fv-vmm puts a virtio-net device in a free PCI slot
 /// and tells the guest through ACPI; the guest's kernel finds the NIC with the VIF's MAC,
-/// and it reaches an address on the host side of the network's bridge.
+/// and it reaches an address on the host side of the network's bridge. `VIF.unplug` takes
+/// it away again (the guest ejects it), and it can be plugged once more.
 #[test]
 #[ignore = "runs inside the emulated host, started by the test of the same name"]
-fn inside_vif_plug_gives_a_running_guest_a_working_nic() {
+fn inside_vif_plug_and_unplug_on_a_running_guest() {
     let Some(vmlinux) =
         std::env::var_os(INSIDE).map(|_| PathBuf::from(std::env::var_os("FV_VMLINUX").unwrap()))
     else {
@@ -735,7 +733,10 @@ fn inside_vif_plug_gives_a_running_guest_a_working_nic() {
         !before.contains(&iface),
         "{iface} was there before: {before}"
     );
-    assert_eq!(c.err("VIF.plug", &[vif]).code, "DEVICE_ALREADY_ATTACHED");
+    assert_eq!(
+        c.err("VIF.plug", std::slice::from_ref(&vif)).code,
+        "DEVICE_ALREADY_ATTACHED"
+    );
 
     // It works: the guest reaches the host's address on the network's bridge.
     let bridge = c.field("network", &network, "bridge");
@@ -757,5 +758,24 @@ fn inside_vif_plug_gives_a_running_guest_a_working_nic() {
         ),
     );
     assert!(ping.contains("PING-OK"), "{ping}");
+
+    // Unplugged: the guest lets go of it (ACPI eject), the interface and the tap are gone.
+    c.ok("VIF.unplug", std::slice::from_ref(&vif));
+    let left = run_or_explain(&fvd, &mut console, "ls /sys/class/net");
+    assert!(!left.contains(&iface), "{iface} is still there: {left}");
+    let tap = format!("vif{}.4", &uuid.as_str().unwrap()[..8]);
+    let link = fvd.in_netns(&["ip", "-o", "link", "show", "dev", &tap]);
+    assert!(link.is_empty(), "the tap outlived the unplug: {link}");
+    assert_eq!(
+        c.err("VIF.unplug", std::slice::from_ref(&vif)).code,
+        "DEVICE_ALREADY_DETACHED"
+    );
+    // And plugged again.
+    c.ok("VIF.plug", std::slice::from_ref(&vif));
+    let deadline = Instant::now() + GUEST_TIMEOUT;
+    while !run_or_explain(&fvd, &mut console, &find).contains("/sys/class/net/") {
+        assert!(Instant::now() < deadline, "the NIC did not come back");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     c.ok("VM.hard_shutdown", &[s(&vm)]);
 }

@@ -299,7 +299,8 @@ pub fn build_vm(config: &VmConfig) -> Result<Vmm, BuildError> {
         layout::ACPI_GED_PORT_LEN,
     )?;
 
-    let pci_hotplug = Arc::new(Mutex::new(PciHotplug::default()));
+    let ejected = EventFd::new(EFD_NONBLOCK).map_err(io("PCI hot-plug eventfd"))?;
+    let pci_hotplug = Arc::new(Mutex::new(PciHotplug::new(ejected)));
     pio.insert(
         pci_hotplug.clone(),
         layout::PCI_HOTPLUG_PORT,

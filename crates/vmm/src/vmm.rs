@@ -237,6 +237,10 @@ impl Controller {
                         size: d.disk.as_ref().map(|k| lock(&k.device).capacity() * 512),
                         readonly: d.disk.as_ref().map(|k| k.readonly),
                         paused: d.disk.as_ref().map(|k| lock(&k.device).is_held()),
+                        removing: d
+                            .net
+                            .as_ref()
+                            .map(|_| lock(&self.pci_hotplug).is_removing(d.slot)),
                     })
                     .collect(),
             })),
@@ -307,6 +311,7 @@ impl Controller {
                 Ok(VmmData::Empty)
             }
             VmmAction::AddNet(net) => self.add_net(&net).map(|()| VmmData::Empty),
+            VmmAction::RemoveNet { id } => self.remove_net(&id).map(|()| VmmData::Empty),
             // A paused guest sees the press when it resumes (the interrupt stays pending).
             VmmAction::PowerButton => lock(&self.ged)
                 .notify(GED_POWER_BUTTON)
@@ -340,6 +345,42 @@ impl Controller {
         lock(&self.ged)
             .notify(GED_PCI_HOTPLUG)
             .map_err(|e| ActionError::Failed(format!("cannot raise the ACPI event: {e}")))
+    }
+
+    /// Asks the guest to let go of NIC `id` (ACPI eject request); the NIC leaves the bus
+    /// when the guest ejects it (`remove_ejected`), which `GET /vm` shows.
+    fn remove_net(&mut self, id: &str) -> Result<(), ActionError> {
+        let slot = self
+            .virtio
+            .iter()
+            .find(|d| d.name == id && d.net.is_some())
+            .map(|d| d.slot)
+            .ok_or(ActionError::NoDevice("the VM has no NIC of that name"))?;
+        if !lock(&self.pci_hotplug).request_removal(slot) {
+            return Err(ActionError::BadState(
+                "the NIC's removal was already asked for",
+            ));
+        }
+        lock(&self.ged)
+            .notify(GED_PCI_HOTPLUG)
+            .map_err(|e| ActionError::Failed(format!("cannot raise the ACPI event: {e}")))
+    }
+
+    /// Takes the devices the guest ejected off the bus and ends their threads.
+    fn remove_ejected(&mut self) {
+        let ejected = {
+            let mut hotplug = lock(&self.pci_hotplug);
+            let _ = hotplug.ejected_event().read();
+            hotplug.take_ejected()
+        };
+        for slot in (1..32u8).filter(|s| ejected & (1 << s) != 0) {
+            let Some(at) = self.virtio.iter().position(|d| d.slot == slot) else {
+                continue;
+            };
+            let handle = self.virtio.remove(at);
+            lock(&self.pci).remove(slot);
+            handle.stop();
+        }
     }
 
     fn disk(&self, id: &str) -> Result<&DiskHandle, ActionError> {
@@ -410,11 +451,16 @@ impl MutEventSubscriber for Controller {
     fn init(&mut self, ops: &mut EventOps) {
         let _ = ops.add(Events::new(self.exit.eventfd(), EventSet::IN));
         let _ = ops.add(Events::new(&*self.api_wake, EventSet::IN));
+        let hotplug = lock(&self.pci_hotplug);
+        let _ = ops.add(Events::new(hotplug.ejected_event(), EventSet::IN));
     }
 
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         if events.fd() == self.api_wake.as_raw_fd() {
             self.serve_api();
+        }
+        if events.fd() == lock(&self.pci_hotplug).ejected_event().as_raw_fd() {
+            self.remove_ejected();
         }
         // The exit eventfd only needs to wake the loop, which then reads `exit.reason()`.
     }

@@ -66,6 +66,10 @@ pub mod codes {
         DEVICE_ALREADY_EXISTS ["device"]
         /// The device is already attached to the running VM.
         DEVICE_ALREADY_ATTACHED ["device"]
+        /// The device is not attached to the running VM.
+        DEVICE_ALREADY_DETACHED ["device"]
+        /// The VM refused to let go of the device.
+        DEVICE_DETACH_REJECTED ["type", "ref", "msg"]
         /// Something went wrong inside the toolstack.
         INTERNAL_ERROR ["message"]
         /// `add_to_<map>` of a key already present.

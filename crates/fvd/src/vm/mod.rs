@@ -120,6 +120,9 @@ fn require_state(tx: &Tx<'_>, vm: &str, expected: &[&str]) -> Result<String, Api
     ))
 }
 
+/// How long `VIF.unplug` waits for the guest to let go of the NIC.
+const UNPLUG_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Halted, running and paused VMs can be snapshotted (a running VM's disks are held for
 /// the moment it takes); a suspended one cannot.
 fn require_snapshot_state(tx: &Tx<'_>, vm: &str) -> Result<(), ApiError> {
@@ -961,16 +964,73 @@ impl Vms {
                 [vm.as_str(), "running", &state.to_lowercase()],
             ));
         }
-        if class == "VIF" && op == "plug" {
-            return self.plug_vif(&vm, device).map(|()| Value::void());
+        match (class, op) {
+            ("VIF", "plug") => self.plug_vif(&vm, device).map(|()| Value::void()),
+            ("VIF", "unplug" | "unplug_force") => {
+                self.unplug_vif(&vm, device).map(|()| Value::void())
+            }
+            _ => Err(ApiError::new(
+                &codes::OPERATION_NOT_ALLOWED,
+                [format!(
+                    "{class}.{op} on a running VM is not supported yet (VIFs are): \
+                     shut VM {vm} down, change its devices, and start it again"
+                )],
+            )),
         }
-        Err(ApiError::new(
-            &codes::OPERATION_NOT_ALLOWED,
-            [format!(
-                "{class}.{op} on a running VM is not supported yet (only VIF.plug is): \
-                 shut VM {vm} down, change its devices, and start it again"
-            )],
-        ))
+    }
+
+    /// Hot-unplugs VIF `vif` from running VM `vm`: fv-vmm asks the guest to let go of the
+    /// NIC (an ACPI eject request), fvd waits until it has, then removes the tap. A guest
+    /// that does not answer within `UNPLUG_TIMEOUT` keeps the NIC: `DEVICE_DETACH_REJECTED`
+    /// (it may still let go later; the tap goes when the VM halts).
+    fn unplug_vif(&self, vm: &str, vif: &str) -> Result<(), ApiError> {
+        let tap = self.api()?.db().read(|tx| {
+            let uuid = get_str(tx, "VM", vm, "uuid")?;
+            Ok(devices::tap_name(
+                &uuid,
+                &get_str(tx, "VIF", vif, "device")?,
+            ))
+        })?;
+        let r = self.instance(vm)?;
+        let nic_id = |r: &Running| -> Result<Option<(String, bool)>, ApiError> {
+            let info = lock(&r.vmm)
+                .info()
+                .map_err(|e| internal(format!("VM {vm}: {e}")))?;
+            Ok(info["devices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|d| d["tap"].as_str() == Some(tap.as_str()))
+                .map(|d| {
+                    let id = d["id"].as_str().unwrap_or_default().to_owned();
+                    (id, d["removing"] == serde_json::Value::Bool(true))
+                }))
+        };
+        let Some((id, removing)) = nic_id(&r)? else {
+            return Err(ApiError::new(&codes::DEVICE_ALREADY_DETACHED, [vif]));
+        };
+        if !removing {
+            lock(&r.vmm)
+                .request("PUT", &format!("/vm/nets/{id}/remove"), None)
+                .map_err(|e| internal(format!("VM {vm}: unplugging VIF {vif}: {e}")))?;
+        }
+        let deadline = Instant::now() + UNPLUG_TIMEOUT;
+        while nic_id(&r)?.is_some() {
+            if Instant::now() >= deadline {
+                return Err(ApiError::new(
+                    &codes::DEVICE_DETACH_REJECTED,
+                    [
+                        "VIF",
+                        vif,
+                        "the guest did not let go of the NIC (is it still booting, or without \
+                         ACPI hot-plug support?)",
+                    ],
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        devices::unplug_taps(std::slice::from_ref(&tap));
+        Ok(())
     }
 
     /// Hot-plugs VIF `vif` into running VM `vm`: its tap is made and put on its network's

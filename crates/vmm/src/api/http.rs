@@ -255,7 +255,7 @@ pub fn parse_action(request: &Request) -> Result<VmmAction, RouteError> {
     if request.path == super::balloon::PATH {
         return super::balloon::parse(request);
     }
-    if request.path == super::nets::PATH {
+    if request.path == super::nets::PATH || request.path.starts_with(super::nets::PREFIX) {
         return super::nets::parse(request);
     }
     if request.path.starts_with(super::disks::PREFIX) {

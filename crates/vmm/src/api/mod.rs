@@ -41,6 +41,8 @@ pub enum VmmAction {
     SetBalloon { target_mib: u64 },
     /// `PUT /vm/nets`: plug a NIC into the running VM.
     AddNet(crate::config::NetConfig),
+    /// `PUT /vm/nets/<id>/remove`: ask the guest to let go of a NIC, which then leaves.
+    RemoveNet { id: String },
     /// `PUT /vm/disks/<id>/pause`: flush the disk's image and hold the guest's requests.
     DiskPause { id: String },
     /// `PUT /vm/disks/<id>/resume`: serve the held requests from the same image.
@@ -101,6 +103,9 @@ pub struct DeviceInfo {
     /// A disk held by `PUT /vm/disks/<id>/pause`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// A NIC whose removal was asked for and that the guest has not let go of yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removing: Option<bool>,
 }
 
 /// What a successful action returns: `Info` becomes 200 + JSON, `Empty` becomes 204.

@@ -8,7 +8,25 @@ use crate::config::NetConfig;
 
 pub const PATH: &str = "/vm/nets";
 
+/// `/vm/nets/<id>/remove`.
+pub const PREFIX: &str = "/vm/nets/";
+
 pub fn parse(request: &Request) -> Result<VmmAction, RouteError> {
+    if let Some(rest) = request.path.strip_prefix(PREFIX) {
+        let not_found = || RouteError::NotFound(request.path.chars().take(64).collect());
+        let id = rest.strip_suffix("/remove").ok_or_else(not_found)?;
+        if id.is_empty() || id.len() > 16 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(not_found());
+        }
+        if request.method != "PUT" {
+            return Err(RouteError::MethodNotAllowed {
+                method: request.method.clone(),
+                allow: "PUT",
+            });
+        }
+        super::http::check_body(&request.body)?;
+        return Ok(VmmAction::RemoveNet { id: id.to_owned() });
+    }
     if request.method != "PUT" {
         return Err(RouteError::MethodNotAllowed {
             method: request.method.clone(),
@@ -31,9 +49,13 @@ mod tests {
     use super::*;
 
     fn req(method: &str, body: &str) -> Request {
+        at(method, PATH, body)
+    }
+
+    fn at(method: &str, path: &str, body: &str) -> Request {
         Request {
             method: method.into(),
-            path: PATH.into(),
+            path: path.into(),
             body: body.as_bytes().to_vec(),
             keep_alive: true,
         }
@@ -61,6 +83,24 @@ mod tests {
         ] {
             let e = parse(&req(method, body)).unwrap_err();
             assert_eq!(e.status(), status, "{method} {body}: {e}");
+        }
+    }
+
+    #[test]
+    fn removal() {
+        assert_eq!(
+            parse(&at("PUT", "/vm/nets/net1/remove", "")).unwrap(),
+            VmmAction::RemoveNet { id: "net1".into() }
+        );
+        for (method, path, body, status) in [
+            ("GET", "/vm/nets/net1/remove", "", 405),
+            ("PUT", "/vm/nets/net1", "", 404),
+            ("PUT", "/vm/nets//remove", "", 404),
+            ("PUT", "/vm/nets/../remove", "", 404),
+            ("PUT", "/vm/nets/net1/remove", r#"{"now": true}"#, 400),
+        ] {
+            let e = parse(&at(method, path, body)).unwrap_err();
+            assert_eq!(e.status(), status, "{method} {path}: {e}");
         }
     }
 }

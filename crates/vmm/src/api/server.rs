@@ -286,7 +286,9 @@ mod tests {
                 VmmAction::GetBalloon | VmmAction::SetBalloon { .. } => {
                     Err(ActionError::NoDevice("the VM has no balloon"))
                 }
-                VmmAction::AddNet(_) => Err(ActionError::Failed("no slot".into())),
+                VmmAction::AddNet(_) | VmmAction::RemoveNet { .. } => {
+                    Err(ActionError::Failed("no slot".into()))
+                }
                 VmmAction::DiskPause { .. }
                 | VmmAction::DiskResume { .. }
                 | VmmAction::DiskReopen { .. } => {

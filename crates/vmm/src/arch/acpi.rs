@@ -133,29 +133,38 @@ fn pci_host_bridge(sink: &mut Vec<u8>) {
 /// calls when slots changed:
 ///
 /// ```text
-/// Device (S001) { Name (_ADR, 0x00010000)  Name (_SUN, 1) }   // ... S031
+/// Device (S001) {                         // ... S031
+///     Name (_ADR, 0x00010000)  Name (_SUN, 1)
+///     Method (_EJ0, 1) { \_SB_.PHPR.PCEJ (_SUN) }
+/// }
 /// Method (PCNT, 0, Serialized) {
 ///     Local0 = \_SB_.PHPR.PCIU             // slots plugged, cleared by this read
+///     Local2 = \_SB_.PHPR.PCID             // slots to remove, cleared by this read
 ///     If ((Local0 & (1 << 1)) == (1 << 1)) { Notify (S001, 1) }   // device check
+///     ...
+///     If ((Local2 & (1 << 1)) == (1 << 1)) { Notify (S001, 3) }   // eject request
 ///     ...
 /// }
 /// ```
 fn pci_slots(sink: &mut Vec<u8>) {
     let names: Vec<String> = (1..32u8).map(|slot| format!("S{slot:03}")).collect();
+    let sun = aml::Path::new("_SUN");
+    let pcej = aml::MethodCall::new("\\_SB_.PHPR.PCEJ".into(), vec![&sun]);
+    let ej0 = aml::Method::new("_EJ0".into(), 1, false, vec![&pcej]);
     for (slot, name) in (1..32u32).zip(&names) {
         let adr = slot << 16;
         let fields = [
             aml::Name::new("_ADR".into(), &adr),
             aml::Name::new("_SUN".into(), &slot),
         ];
-        aml::Device::new(
-            name.as_str().into(),
-            fields.iter().map(|n| n as &dyn Aml).collect(),
-        )
-        .to_aml_bytes(sink);
+        let mut children: Vec<&dyn Aml> = fields.iter().map(|n| n as &dyn Aml).collect();
+        children.push(&ej0);
+        aml::Device::new(name.as_str().into(), children).to_aml_bytes(sink);
     }
     let pciu = aml::Path::new("\\_SB_.PHPR.PCIU");
     let read = aml::Store::new(&aml::Local(0), &pciu);
+    let pcid = aml::Path::new("\\_SB_.PHPR.PCID");
+    let read_down = aml::Store::new(&aml::Local(2), &pcid);
     let bits: Vec<usize> = (1..32).map(|slot| 1usize << slot).collect();
     let paths: Vec<aml::Path> = names.iter().map(|n| aml::Path::new(n)).collect();
     let device_check = 1usize;
@@ -176,8 +185,26 @@ fn pci_slots(sink: &mut Vec<u8>) {
         .zip(&notifies)
         .map(|(eq, notify)| aml::If::new(eq, vec![notify]))
         .collect();
-    let mut body: Vec<&dyn Aml> = vec![&read];
+    let eject_request = 3usize;
+    let down_masks: Vec<aml::And> = bits
+        .iter()
+        .map(|bit| aml::And::new(&aml::Local(1), &aml::Local(2), bit))
+        .collect();
+    let ejects: Vec<aml::Notify> = paths
+        .iter()
+        .map(|p| aml::Notify::new(p, &eject_request))
+        .collect();
+    let down_ifs: Vec<aml::If> = equals
+        .iter()
+        .zip(&ejects)
+        .map(|(eq, notify)| aml::If::new(eq, vec![notify]))
+        .collect();
+    let mut body: Vec<&dyn Aml> = vec![&read, &read_down];
     for (mask, test) in masks.iter().zip(&ifs) {
+        body.push(mask);
+        body.push(test);
+    }
+    for (mask, test) in down_masks.iter().zip(&down_ifs) {
         body.push(mask);
         body.push(test);
     }
@@ -194,6 +221,7 @@ fn pci_slots(sink: &mut Vec<u8>) {
 ///     Name (_CRS, ResourceTemplate () { IO (Decode16, PORT, PORT, 1, 12) })
 ///     OperationRegion (PCST, SystemIO, PORT, 12)
 ///     Field (PCST, DWordAcc, NoLock, WriteAsZeros) { PCIU, 32, PCID, 32, B0EJ, 32 }
+///     Method (PCEJ, 1, Serialized) { B0EJ = 1 << Arg0 }
 /// }
 /// ```
 fn pci_hotplug_controller(sink: &mut Vec<u8>) {
@@ -224,8 +252,13 @@ fn pci_hotplug_controller(sink: &mut Vec<u8>) {
         aml::Name::new("_STA".into(), &0x0bu8),
         aml::Name::new("_CRS".into(), &crs),
     ];
+    // Method (PCEJ, 1) { B0EJ = 1 << Arg0 }: `_EJ0` of slot Arg0.
+    let shifted = aml::ShiftLeft::new(&aml::Local(0), &aml::ONE, &aml::Arg(0));
+    let b0ej = aml::Path::new("B0EJ");
+    let write = aml::Store::new(&b0ej, &aml::Local(0));
+    let pcej = aml::Method::new("PCEJ".into(), 1, true, vec![&shifted, &write]);
     let mut children: Vec<&dyn Aml> = names.iter().map(|n| n as &dyn Aml).collect();
-    children.extend([&region as &dyn Aml, &field]);
+    children.extend([&region as &dyn Aml, &field, &pcej]);
     aml::Device::new("PHPR".into(), children).to_aml_bytes(sink);
 }
 

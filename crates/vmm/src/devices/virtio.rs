@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use fv_virtio::transport::{MsiRouter, TransportError, VirtioPciDevice};
 use fv_virtio::VirtioDevice;
+use std::os::fd::AsRawFd;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::devices::bus::lock;
@@ -127,15 +128,25 @@ fn kind_of(device_type: u32) -> &'static str {
     }
 }
 
-/// The device as the event manager's subscriber (a poisoned lock is still usable).
-struct DeviceLoop(Arc<Mutex<dyn VirtioDevice>>);
+/// The device as the event manager's subscriber (a poisoned lock is still usable), plus
+/// the eventfd that ends its thread when the device is unplugged.
+struct DeviceLoop {
+    device: Arc<Mutex<dyn VirtioDevice>>,
+    stop: EventFd,
+    stopped: Arc<AtomicBool>,
+}
 
 impl MutEventSubscriber for DeviceLoop {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
-        lock(&self.0).process(events, ops);
+        if events.fd() == self.stop.as_raw_fd() {
+            self.stopped.store(true, Ordering::Release);
+            return;
+        }
+        lock(&self.device).process(events, ops);
     }
     fn init(&mut self, ops: &mut EventOps) {
-        lock(&self.0).init(ops);
+        lock(&self.device).init(ops);
+        let _ = ops.add(Events::new(&self.stop, EventSet::IN));
     }
 }
 
@@ -151,6 +162,18 @@ pub struct VirtioPciHandle {
     pub net: Option<(String, crate::config::MacAddr)>,
     /// A disk: its device, for the API to hold it and swap its image.
     pub disk: Option<DiskHandle>,
+    /// Written to end the device's thread (the device was unplugged).
+    pub stop: EventFd,
+}
+
+impl VirtioPciHandle {
+    /// Ends the device's thread and waits for it: after an unplug, so that nothing uses the
+    /// device (its tap, its guest memory) any more.
+    pub fn stop(self) {
+        if self.stop.write(1).is_ok() {
+            let _ = self.thread.join();
+        }
+    }
 }
 
 /// What the API needs of a virtio-blk device: the device itself and where its image is.
@@ -200,12 +223,21 @@ pub fn attach_virtio_pci(
     // The event loop is built here, so its errors fail the build rather than a thread.
     let mut manager: EventManager<DeviceLoop> =
         EventManager::new().map_err(|e| loop_err(format!("{e:?}")))?;
-    manager.add_subscriber(DeviceLoop(device));
+    let stop = EventFd::new(EFD_NONBLOCK).map_err(|e| loop_err(format!("stop eventfd: {e}")))?;
+    let stop_handle = stop
+        .try_clone()
+        .map_err(|e| loop_err(format!("stop eventfd: {e}")))?;
+    let stopped = Arc::new(AtomicBool::new(false));
+    manager.add_subscriber(DeviceLoop {
+        device,
+        stop,
+        stopped: stopped.clone(),
+    });
     let thread_name = format!("fv-virtio-{name}");
     let label = name.to_string();
     let thread = std::thread::Builder::new()
         .name(thread_name)
-        .spawn(move || run_device_loop(&label, manager, seccomp_on))
+        .spawn(move || run_device_loop(&label, manager, &stopped, seccomp_on))
         .map_err(|e| loop_err(e.to_string()))?;
     Ok(VirtioPciHandle {
         name: name.to_string(),
@@ -214,10 +246,16 @@ pub fn attach_virtio_pci(
         thread,
         net: None,
         disk: None,
+        stop: stop_handle,
     })
 }
 
-fn run_device_loop(name: &str, mut manager: EventManager<DeviceLoop>, seccomp_on: bool) {
+fn run_device_loop(
+    name: &str,
+    mut manager: EventManager<DeviceLoop>,
+    stopped: &AtomicBool,
+    seccomp_on: bool,
+) {
     if let Err(e) = seccomp::install(ThreadKind::Device, seccomp_on) {
         // Without its filter the thread must not serve the guest: the device stays silent
         // (its requests are never answered) and the rest of the VM goes on.
@@ -227,6 +265,9 @@ fn run_device_loop(name: &str, mut manager: EventManager<DeviceLoop>, seccomp_on
     loop {
         if let Err(e) = manager.run() {
             eprintln!("fv-vmm: virtio device {name}: event loop failed: {e:?}");
+            return;
+        }
+        if stopped.load(Ordering::Acquire) {
             return;
         }
     }

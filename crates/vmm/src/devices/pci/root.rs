@@ -193,6 +193,24 @@ impl PciRoot {
         Ok(device)
     }
 
+    /// Takes the function at 00:`device`.0 off the bus (after the guest ejected it): its
+    /// BARs are unmapped and its ioeventfds unregistered. Their addresses are not reused.
+    pub fn remove(&mut self, device: u8) -> Option<Arc<Mutex<dyn PciFunction>>> {
+        if device == 0 {
+            return None; // the host bridge stays
+        }
+        let slot = self.slots.get_mut(usize::from(device))?.take()?;
+        let f = lock(&slot.function);
+        for bar in &slot.mapped {
+            self.mmio.remove(bar.addr);
+            for ev in f.ioevents().iter().filter(|e| e.bar == bar.index) {
+                let _ = self.ioevents.unregister(ev.fd, bar.addr + ev.offset);
+            }
+        }
+        drop(f);
+        Some(slot.function)
+    }
+
     /// The function at 00:`device`.0, if any.
     pub fn function(&self, device: u8) -> Option<Arc<Mutex<dyn PciFunction>>> {
         self.slots
