@@ -19,6 +19,7 @@ mod rpc;
 mod storage;
 mod tls;
 mod transfer;
+mod vdi_busy;
 mod vm;
 
 pub use daemon::{run, Daemon};

@@ -137,6 +137,7 @@ pub fn require_unattached(tx: &Tx<'_>, vdi: &str, op: &str) -> Result<(), ApiErr
 /// `VDI.snapshot` or `VDI.clone`: a copy-on-write child; returns the new VDI. A running
 /// VM with `vdi` attached must have its disk held (see `require_unattached`).
 pub fn vdi_fork(tx: &mut Tx<'_>, vdi: &str, snapshot: bool) -> Result<String, ApiError> {
+    crate::vdi_busy::check(vdi)?;
     let sr = text(tx, "VDI", vdi, "SR")?;
     let location = text(tx, "VDI", vdi, "location")?;
     let driver = open_sr(tx, &sr)?;
@@ -168,6 +169,7 @@ pub fn vdi_fork(tx: &mut Tx<'_>, vdi: &str, snapshot: bool) -> Result<String, Ap
 /// `VDI.resize`: grows a VDI. A running VM with `vdi` attached must have its disk held
 /// (see `require_unattached`); it sees the new size when the disk is reopened.
 pub fn vdi_resize(tx: &mut Tx<'_>, vdi: &str, new_size: i64) -> Result<(), ApiError> {
+    crate::vdi_busy::check(vdi)?;
     let new_size = u64::try_from(new_size)
         .map_err(|_| ApiError::new(&codes::INVALID_VALUE, ["size", &new_size.to_string()]))?;
     let sr = text(tx, "VDI", vdi, "SR")?;
@@ -184,6 +186,7 @@ pub fn vdi_resize(tx: &mut Tx<'_>, vdi: &str, new_size: i64) -> Result<(), ApiEr
 pub fn vdi_destroy(api: &fv_xapi::Api, vdi: &str) -> Result<(), ApiError> {
     let db = api.db();
     let (driver, destroyed) = db.write(|tx| {
+        crate::vdi_busy::check(vdi)?;
         if !refs(tx, "VDI", vdi, "VBDs")?.is_empty() {
             return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, "destroy"]));
         }
@@ -337,6 +340,7 @@ fn coalesce(
 
 /// `VDI.copy(vdi, sr)`: a full copy into `sr`, progress on `task`; returns the new VDI.
 pub fn vdi_copy(db: &Db, vdi: &str, sr: &str, task: Option<&str>) -> Result<String, ApiError> {
+    crate::vdi_busy::check(vdi)?;
     let (from, to, location) = db.read(|tx| {
         let from_sr = text(tx, "VDI", vdi, "SR")?;
         Ok((

@@ -28,6 +28,10 @@
 //! as XAPI answers it), 409 (an import into a disk a running VM has open), 413 (an upload
 //! larger than the VDI or than the space for it), 500 (anything else, a cancel included).
 //!
+//! An import holds its VDI (`vdi_busy`): until it ends, snapshot, clone, resize, destroy,
+//! copy and VM.start on it answer `OTHER_OPERATION_IN_PROGRESS`, and an import into a VDI
+//! another import or a starting VM holds gets 409.
+//!
 //! An export of a running VM's disk is allowed, as in XAPI: it reads a moving target (what
 //! the guest writes meanwhile may or may not be in it), so it is not a consistent snapshot.
 
@@ -135,7 +139,9 @@ impl From<ApiError> for TransferError {
             c if c == codes::HANDLE_INVALID.name || c == codes::UUID_INVALID.name => {
                 TransferError::NotFound(text)
             }
-            c if c == codes::VDI_IN_USE.name => TransferError::InUse(text),
+            c if c == codes::VDI_IN_USE.name || c == codes::OTHER_OPERATION_IN_PROGRESS.name => {
+                TransferError::InUse(text)
+            }
             c if c == codes::OPERATION_NOT_ALLOWED.name => TransferError::BadRequest(text),
             _ => TransferError::Internal(text),
         }
@@ -212,6 +218,8 @@ struct Target {
     /// The SR's directory, where temporary images go.
     sr_dir: PathBuf,
     task: String,
+    /// An import's hold on the VDI: nothing else touches it until the import ends.
+    _claim: Option<std::sync::Arc<crate::vdi_busy::Claim>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -283,15 +291,26 @@ fn find_vdi(
             "base= (an export of the differences from another VDI) is not supported yet".into(),
         ));
     }
-    let target = api.db().read(|tx| {
-        let vdi = if given.starts_with("OpaqueRef:") {
+    let vdi = api.db().read(|tx| {
+        if given.starts_with("OpaqueRef:") {
             if !tx.exists("VDI", given)? {
                 return Err(ApiError::handle_invalid("VDI", given));
             }
-            given.to_owned()
+            Ok(given.to_owned())
         } else {
-            tx.by_uuid("VDI", given)?
-        };
+            tx.by_uuid("VDI", given)
+        }
+    })?;
+    // Claimed before the checks below, so that a VM start (which claims its disks too)
+    // cannot slip in between them and the writes.
+    let claim = match op {
+        Op::Import => Some(std::sync::Arc::new(crate::vdi_busy::claim(
+            std::slice::from_ref(&vdi),
+            "import",
+        )?)),
+        Op::Export => None,
+    };
+    let target = api.db().read(|tx| {
         let not_allowed = |why: String| ApiError::new(&codes::OPERATION_NOT_ALLOWED, [why]);
         let format = map_get(&tx.get("VDI", &vdi, "sm_config")?, "type");
         if format.as_deref() != Some("qcow2") {
@@ -331,11 +350,15 @@ fn find_vdi(
             uuid: text(tx, "VDI", &vdi, "uuid")?,
             file: sr_dir.join(&location),
             sr_dir,
-            vdi,
+            vdi: vdi.clone(),
             task: task.to_owned(),
+            _claim: None,
         })
     })?;
-    Ok(target)
+    Ok(Target {
+        _claim: claim,
+        ..target
+    })
 }
 
 /// Progress on the task, written and checked for a cancel at most every [`TICK`]; the

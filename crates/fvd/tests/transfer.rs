@@ -585,6 +585,91 @@ fn cancelled_transfers_stop() {
     assert_eq!(c_status(&env, &task), "cancelled");
 }
 
+/// While an import writes a VDI, nothing else may change or open it: a snapshot would send
+/// the rest of the upload into the snapshot's frozen data, a VM would be a second writer.
+/// Once it ends, both work.
+#[test]
+fn an_import_holds_its_vdi_until_it_ends() {
+    let env = Env::start("xfer-hold");
+    let size = 16u64 << 20;
+    let vdi = env.vdi("held", size);
+    let vm = env.c.tiny_vm("held", "spin");
+    env.c.ok(
+        "VBD.create",
+        &[Value::Struct(BTreeMap::from([
+            ("VM".to_owned(), s(&vm)),
+            ("VDI".to_owned(), s(&vdi)),
+            ("userdevice".to_owned(), s("0")),
+            ("bootable".to_owned(), Value::Bool(false)),
+            ("mode".to_owned(), s("RW")),
+            ("type".to_owned(), s("Disk")),
+            ("empty".to_owned(), Value::Bool(false)),
+        ]))],
+    );
+    let task = env.c.ok("task.create", &[s("upload"), s("")]);
+    let task = task.as_str().unwrap().to_owned();
+    let path = format!(
+        "/import_raw_vdi?session_id={}&vdi={vdi}&format=raw&task_id={task}",
+        env.session()
+    );
+    let mut stream = UnixStream::connect(&env.fvd.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {size}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let data = pattern(size as usize, 9);
+    let half = data.len() / 2;
+    stream.write_all(&data[..half]).unwrap();
+    // Under way once the task shows progress.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let progress = || match env.c.field("task", &task, "progress") {
+        Value::Float(f) => f,
+        _ => 0.0,
+    };
+    while progress() <= 0.0 {
+        assert!(Instant::now() < deadline, "the import never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for call in ["VDI.snapshot", "VDI.clone"] {
+        let e = env.c.err(call, &[s(&vdi), Value::Struct(BTreeMap::new())]);
+        assert_eq!(e.code, "OTHER_OPERATION_IN_PROGRESS", "{call}: {e}");
+    }
+    let e = env.c.err("VDI.resize", &[s(&vdi), Value::Int(32 << 20)]);
+    assert_eq!(e.code, "OTHER_OPERATION_IN_PROGRESS");
+    let e = env.c.err(
+        "VM.start",
+        &[s(&vm), Value::Bool(false), Value::Bool(false)],
+    );
+    assert_eq!(e.code, "OTHER_OPERATION_IN_PROGRESS");
+    assert_eq!(env.c.power_state(&vm), "Halted");
+    let Value::Array(before) = env.c.field("SR", &env.sr, "VDIs") else {
+        panic!()
+    };
+
+    stream.write_all(&data[half..]).unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let Value::Array(after) = env.c.field("SR", &env.sr, "VDIs") else {
+        panic!()
+    };
+    assert_eq!(before.len(), after.len(), "the refused calls made nothing");
+    assert!(env.export_raw(&vdi) == data, "the import wrote everything");
+    env.c
+        .ok("VDI.snapshot", &[s(&vdi), Value::Struct(BTreeMap::new())]);
+    env.c.ok(
+        "VM.start",
+        &[s(&vm), Value::Bool(false), Value::Bool(false)],
+    );
+    env.c.ok("VM.hard_shutdown", &[s(&vm)]);
+}
+
 /// Export throughput against `qemu-img convert` of the same VDI file, in the same run.
 #[test]
 fn export_throughput_against_qemu_img() {

@@ -229,6 +229,9 @@ impl Vms {
     /// Starts fv-vmm for `vm` and records it running (or paused).
     fn launch(&self, vm: &str, paused: bool) -> Result<(), ApiError> {
         let db = self.api()?.db();
+        // No import may write the disks from now on (one in progress refuses the start).
+        let vdis = db.read(|tx| clone::disks(tx, vm))?;
+        let _claim = crate::vdi_busy::claim(&vdis, "start")?;
         let (record, uuid, disks, nics) = db.read(|tx| {
             Ok((
                 tx.record("VM", vm)?,
