@@ -64,7 +64,7 @@ mod tests {
     fn claims_exclude_each_other_until_dropped() {
         let a = "OpaqueRef:busy-test-a".to_owned();
         let b = "OpaqueRef:busy-test-b".to_owned();
-        let first = claim(&[a.clone()], "import").unwrap();
+        let first = claim(std::slice::from_ref(&a), "import").unwrap();
         assert!(check(&a).is_err());
         let both = claim(&[b.clone(), a.clone()], "start").unwrap_err();
         assert_eq!(both.code, "OTHER_OPERATION_IN_PROGRESS");
