@@ -12,7 +12,7 @@
 //! - `GET /export_raw_vdi?session_id=..&vdi=..[&format=raw|vhd|qcow2][&task_id=..]`: the
 //!   VDI's data read through its chain: `raw` streamed (zero stretches without reading),
 //!   `vhd` as a dynamic VHD streamed (blocks holding data only), `qcow2` as a standalone
-//!   thin image built in a temporary file in the SR's directory, then streamed.
+//!   thin image laid out ahead (`qcow2_out`) and streamed (clusters holding data only).
 //!
 //! Each transfer runs under a task (`task_id`, which must be pending, or a new one), named
 //! in the response's `task-id` header, with `progress` from 0 to 1; `task.cancel` stops it
@@ -35,11 +35,11 @@
 //! An export of a running VM's disk is allowed, as in XAPI: it reads a moving target (what
 //! the guest writes meanwhile may or may not be in it), so it is not a consistent snapshot.
 
+mod qcow2_out;
 mod vhd;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -864,8 +864,8 @@ async fn import(State(api): State<Api>, req: Request) -> Response {
 enum Export {
     Raw(Box<dyn DiskFile>),
     Vhd(Box<dyn DiskFile>, VhdLayout),
-    /// A standalone image built in a temporary file.
-    Qcow2(TempFile),
+    /// A standalone image, laid out ahead and streamed from the VDI.
+    Qcow2(Box<dyn DiskFile>, qcow2_out::Qcow2Layout),
 }
 
 impl Export {
@@ -873,22 +873,14 @@ impl Export {
         Ok(match self {
             Export::Raw(d) => d.size(),
             Export::Vhd(_, l) => l.len(),
-            Export::Qcow2(t) => t
-                .file
-                .metadata()
-                .map_err(TransferError::io("the exported image"))?
-                .len(),
+            Export::Qcow2(_, l) => l.len(),
         })
     }
 }
 
-/// Opens the VDI and, for `vhd`, finds the blocks that hold data; for `qcow2`, builds the
-/// image (the first half of the progress).
-fn prepare_export(
-    t: &Target,
-    format: Format,
-    progress: &mut Progress,
-) -> Result<Export, TransferError> {
+/// Opens the VDI and, for `vhd` and `qcow2`, finds the blocks that hold data (from the
+/// chain's allocation, without reading them).
+fn prepare_export(t: &Target, format: Format) -> Result<Export, TransferError> {
     let disk = fv_disk::open_disk(&t.file, Some(fv_disk::Format::Qcow2), true)
         .map_err(TransferError::internal("opening the VDI"))?;
     let size = disk.size();
@@ -923,35 +915,25 @@ fn prepare_export(
             Ok(Export::Vhd(disk, VhdLayout { size, allocated }))
         }
         Format::Qcow2 => {
-            let path = TempFile::path_in(&t.sr_dir, "export");
-            if let Err(e) = fv_disk::create_qcow2(&path, size, None) {
-                let _ = std::fs::remove_file(&path);
-                return Err(TransferError::Internal(format!(
-                    "creating the exported image: {e}"
-                )));
-            }
-            let file = File::open(&path);
-            let tmp = match file {
-                Ok(f) => TempFile::adopt(path, f)?,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&path);
-                    return Err(TransferError::io("opening the exported image")(e));
+            // The clusters that hold data, from the chain's allocation: nothing is read yet.
+            let mut data = Vec::new();
+            let mut at = 0;
+            while at < size {
+                let (kind, n) = disk
+                    .extent(at, size - at, usize::MAX)
+                    .map_err(TransferError::internal("reading the VDI"))?;
+                if n == 0 {
+                    break;
                 }
-            };
-            {
-                let dst = fv_disk::open_disk(&tmp.path, Some(fv_disk::Format::Qcow2), false)
-                    .map_err(TransferError::internal("opening the exported image"))?;
-                progress.phase(0.0, 0.5);
-                let mut src = DiskSource {
-                    disk,
-                    untrusted: false,
-                };
-                copy(&mut src, &*dst, progress)?;
-                dst.flush()
-                    .map_err(TransferError::internal("flushing the exported image"))?;
+                if kind != Extent::Zero {
+                    let first = at / qcow2_out::CLUSTER;
+                    let last = (at + n).div_ceil(qcow2_out::CLUSTER);
+                    let from = data.last().map_or(first, |l: &u64| first.max(l + 1));
+                    data.extend(from..last);
+                }
+                at += n;
             }
-            progress.phase(0.5, 1.0);
-            Ok(Export::Qcow2(tmp))
+            Ok(Export::Qcow2(disk, qcow2_out::Qcow2Layout::new(size, data)))
         }
     }
 }
@@ -1038,22 +1020,19 @@ fn stream(export: Export, tx: &Sink, progress: &mut Progress) -> Result<(), Tran
             }
             send(tx, footer)
         }
-        Export::Qcow2(tmp) => {
-            let len = tmp
-                .file
-                .metadata()
-                .map_err(TransferError::io("the exported image"))?
-                .len();
-            let mut at = 0u64;
-            while at < len {
-                let n = (len - at).min(CHUNK as u64) as usize;
-                let mut buf = vec![0u8; n];
-                tmp.file
-                    .read_exact_at(&mut buf, at)
-                    .map_err(TransferError::io("reading the exported image"))?;
-                send(tx, Bytes::from(buf))?;
-                at += n as u64;
-                progress.at(at, len)?;
+        Export::Qcow2(disk, layout) => {
+            let head = Bytes::from(layout.head());
+            let mut at = 0;
+            while at < head.len() {
+                let n = CHUNK.min(head.len() - at);
+                send(tx, head.slice(at..at + n))?;
+                at += n;
+            }
+            // Progress is the position in the disk, as for VHD.
+            let size = disk.size();
+            let cluster = qcow2_out::CLUSTER;
+            for c in layout.data_clusters() {
+                send_range(&*disk, c * cluster, (c + 1) * cluster, tx, progress, size)?;
             }
             Ok(())
         }
@@ -1104,8 +1083,8 @@ async fn export(State(api): State<Api>, req: Request) -> Response {
         let api = api.clone();
         tokio::task::spawn_blocking(move || {
             let t = prepare(&api, &caller, &pairs, Op::Export).map_err(|e| (e, None))?;
-            let mut progress = Progress::new(&api, &t.task);
-            let export = prepare_export(&t, format, &mut progress).and_then(|e| {
+            let progress = Progress::new(&api, &t.task);
+            let export = prepare_export(&t, format).and_then(|e| {
                 let len = e.len()?;
                 Ok((e, len))
             });
