@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use fv_sr::iso::IsoSr;
 use fv_sr::{ErrorKind, FileSr, SrError, VdiInfo};
 use fv_xapi::db::codec::new_uuid;
 use fv_xapi::db::{Db, Tx};
@@ -26,13 +27,67 @@ pub fn api_error(e: &SrError) -> ApiError {
         ErrorKind::Invalid | ErrorKind::Cancelled => {
             ApiError::new(&codes::OPERATION_NOT_ALLOWED, [e.to_string()])
         }
+        ErrorKind::Unsupported => {
+            ApiError::new(&codes::SR_OPERATION_NOT_SUPPORTED, [e.to_string()])
+        }
+        _ if matches!(e, SrError::Command { .. }) => {
+            ApiError::new(&codes::SR_BACKEND_FAILURE, ["", &e.to_string(), ""])
+        }
         _ => ApiError::internal(e),
     }
 }
 
-/// The fv-sr driver of SR `sr`.
+/// The storage driver of an SR, by the SR's type.
+pub enum Driver {
+    /// `ext`, `file`: qcow2 files in a directory.
+    File(FileSr),
+    /// `iso`: a directory of ISO images, read-only.
+    Iso(IsoSr),
+}
+
+/// The driver of SR `sr`, as its type and its PBD on this host say.
+pub fn driver(tx: &Tx<'_>, sr: &str) -> Result<Driver, ApiError> {
+    let path = sr_path(tx, sr)?;
+    match text(tx, "SR", sr, "type")?.as_str() {
+        "iso" => IsoSr::open(&path).map(Driver::Iso),
+        _ => FileSr::open(&path).map(Driver::File),
+    }
+    .map_err(|e| api_error(&e))
+}
+
+/// `SR_OPERATION_NOT_SUPPORTED` for SR `sr`, saying what its type cannot do.
+fn unsupported(tx: &Tx<'_>, sr: &str, what: &str) -> ApiError {
+    let ty = text(tx, "SR", sr, "type").unwrap_or_default();
+    ApiError::new(
+        &codes::SR_OPERATION_NOT_SUPPORTED,
+        [format!(
+            "{sr}: {what} is not supported on an SR of type {ty}"
+        )],
+    )
+}
+
+/// The fv-sr driver of file SR `sr`; `SR_OPERATION_NOT_SUPPORTED` for other types.
 pub fn open_sr(tx: &Tx<'_>, sr: &str) -> Result<FileSr, ApiError> {
-    FileSr::open(&sr_path(tx, sr)?).map_err(|e| api_error(&e))
+    match driver(tx, sr)? {
+        Driver::File(f) => Ok(f),
+        Driver::Iso(_) => Err(unsupported(tx, sr, "changing VDIs")),
+    }
+}
+
+/// VDI `location` of SR `sr`, opened read-only to copy what it shows.
+fn open_source(
+    tx: &Tx<'_>,
+    sr: &str,
+    location: &str,
+) -> Result<Box<dyn fv_disk::DiskFile>, ApiError> {
+    match driver(tx, sr)? {
+        Driver::File(f) => f.open_vdi(location).map_err(|e| api_error(&e)),
+        Driver::Iso(iso) => {
+            let path = iso.path(location).map_err(|e| api_error(&e))?;
+            fv_disk::open_disk(&path, Some(fv_disk::Format::Raw), true)
+                .map_err(|e| ApiError::internal(format!("opening {}: {e}", path.display())))
+        }
+    }
 }
 
 fn size(v: u64) -> Value {
@@ -240,7 +295,11 @@ pub fn coalesce_sr(db: &Db, sr: &str) -> Result<usize, ApiError> {
     // One coalescing of an SR at a time: the second caller finds nothing left to do.
     static RUNNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-    let (driver, name) = db.read(|tx| Ok((open_sr(tx, sr)?, text(tx, "SR", sr, "name_label")?)))?;
+    let (driver, name) = db.read(|tx| Ok((driver(tx, sr)?, text(tx, "SR", sr, "name_label")?)))?;
+    // Only file SRs have chains to shorten.
+    let Driver::File(driver) = driver else {
+        return Ok(0);
+    };
     let candidates = driver.coalesce_candidates().map_err(|e| api_error(&e))?;
     if candidates.is_empty() {
         return Ok(0);
@@ -337,13 +396,10 @@ fn coalesce(
 
 /// `VDI.copy(vdi, sr)`: a full copy into `sr`, progress on `task`; returns the new VDI.
 pub fn vdi_copy(db: &Db, vdi: &str, sr: &str, task: Option<&str>) -> Result<String, ApiError> {
-    let (from, to, location) = db.read(|tx| {
+    let (src, to) = db.read(|tx| {
         let from_sr = text(tx, "VDI", vdi, "SR")?;
-        Ok((
-            open_sr(tx, &from_sr)?,
-            open_sr(tx, sr)?,
-            text(tx, "VDI", vdi, "location")?,
-        ))
+        let location = text(tx, "VDI", vdi, "location")?;
+        Ok((open_source(tx, &from_sr, &location)?, open_sr(tx, sr)?))
     })?;
     let uuid = new_uuid();
     let mut progress = |fraction: f64| -> bool {
@@ -351,8 +407,8 @@ pub fn vdi_copy(db: &Db, vdi: &str, sr: &str, task: Option<&str>) -> Result<Stri
         let _ = fv_xapi::task::set_progress(db, t, fraction.clamp(0.0, 0.99));
         !fv_xapi::task::cancel_requested(db, t).unwrap_or(false)
     };
-    let info = from
-        .copy(&location, &to, &uuid, &mut progress)
+    let info = to
+        .import(&*src, &uuid, &mut progress)
         .map_err(|e| match (e.kind(), task) {
             (ErrorKind::Cancelled, Some(t)) => ApiError::new(&codes::TASK_CANCELLED, [t]),
             _ => api_error(&e),
@@ -397,9 +453,15 @@ pub fn import_raw(tx: &Tx<'_>, vdi: &str, raw: &std::path::Path) -> Result<(), A
 /// Keeps an SR's sizes true: its filesystem's size and use, and the sum of its VDIs'
 /// virtual sizes (base copies included, as XAPI counts them).
 pub fn refresh_sr(tx: &mut Tx<'_>, sr: &str) -> Result<(), ApiError> {
-    let driver = open_sr(tx, sr)?;
-    let total = driver.physical_size().map_err(|e| api_error(&e))?;
-    let used = driver.physical_utilisation().map_err(|e| api_error(&e))?;
+    let (total, used) = match driver(tx, sr)? {
+        Driver::File(f) => (f.physical_size(), f.physical_utilisation()),
+        Driver::Iso(iso) => match iso.sizes() {
+            Ok((total, used)) => (Ok(total), Ok(used)),
+            Err(e) => (Err(e), Ok(0)),
+        },
+    };
+    let total = total.map_err(|e| api_error(&e))?;
+    let used = used.map_err(|e| api_error(&e))?;
     let mut allocated = 0i64;
     for vdi in refs(tx, "SR", sr, "VDIs")? {
         allocated =
@@ -410,12 +472,14 @@ pub fn refresh_sr(tx: &mut Tx<'_>, sr: &str) -> Result<(), ApiError> {
     tx.set("SR", sr, "virtual_allocation", Value::Int(allocated))
 }
 
-/// SR types this host's storage driver serves.
-const SR_TYPES: &[&str] = &["ext", "file"];
+/// SR types this host's storage drivers serve.
+const SR_TYPES: &[&str] = &["ext", "file", "iso"];
 
 #[allow(clippy::too_many_arguments)] // XenAPI's SR.create has these parameters.
-/// `SR.create` for a file SR: the directory `device_config:path` (made if missing), or
-/// `default_dir` named by the new SR's uuid; the SR and its PBD on `host`.
+/// `SR.create`: the SR and its PBD on `host`, plugged. A file SR (`ext`) lives in the
+/// directory `device_config:path` (made if missing), or in `default_dir` named by the new
+/// SR's uuid; an ISO library (`iso`) is the existing directory `device_config:location`,
+/// scanned at once.
 pub fn sr_create(
     tx: &mut Tx<'_>,
     host: &str,
@@ -436,25 +500,41 @@ pub fn sr_create(
         ));
     }
     let uuid = new_uuid();
-    let path = match crate::fields::map_get(device_config, "path") {
-        Some(p) if std::path::Path::new(&p).is_absolute() => std::path::PathBuf::from(p),
-        Some(p) => {
-            return Err(ApiError::new(
+    let absolute = |key: &str| -> Result<Option<std::path::PathBuf>, ApiError> {
+        match crate::fields::map_get(device_config, key) {
+            Some(p) if std::path::Path::new(&p).is_absolute() => Ok(Some(p.into())),
+            Some(p) => Err(ApiError::new(
                 &codes::INVALID_VALUE,
-                ["device_config:path", &p],
-            ))
+                [&format!("device_config:{key}"), p.as_str()],
+            )),
+            None => Ok(None),
         }
-        None if crate::fields::map_get(device_config, "device").is_some() => {
+    };
+    let pbd_config = if sr_type == "iso" {
+        let Some(dir) = absolute("location")? else {
             return Err(ApiError::new(
                 &codes::OPERATION_NOT_ALLOWED,
-                ["formatting a block device for an ext SR is not supported yet: give device_config:path, a directory"],
-            ))
-        }
-        None => default_dir.join(&uuid),
+                ["an iso SR needs device_config:location, the directory of its ISO files"],
+            ));
+        };
+        IsoSr::open(&dir).map_err(|e| api_error(&e))?;
+        ("location", dir)
+    } else {
+        let path = match absolute("path")? {
+            Some(p) => p,
+            None if crate::fields::map_get(device_config, "device").is_some() => {
+                return Err(ApiError::new(
+                    &codes::OPERATION_NOT_ALLOWED,
+                    ["formatting a block device for an ext SR is not supported yet: give device_config:path, a directory"],
+                ))
+            }
+            None => default_dir.join(&uuid),
+        };
+        std::fs::create_dir_all(&path)
+            .map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())))?;
+        FileSr::open(&path).map_err(|e| api_error(&e))?;
+        ("path", path)
     };
-    std::fs::create_dir_all(&path)
-        .map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())))?;
-    FileSr::open(&path).map_err(|e| api_error(&e))?;
     let sr = tx.create(
         "SR",
         BTreeMap::from([
@@ -473,14 +553,13 @@ pub fn sr_create(
             (
                 "device_config".to_owned(),
                 Value::Struct(BTreeMap::from([(
-                    "path".to_owned(),
-                    Value::String(path.to_string_lossy().into_owned()),
+                    pbd_config.0.to_owned(),
+                    Value::String(pbd_config.1.to_string_lossy().into_owned()),
                 )])),
             ),
         ]),
     )?;
-    tx.set("PBD", &pbd, "currently_attached", Value::Bool(true))?;
-    refresh_sr(tx, &sr)?;
+    pbd_plug(tx, &pbd, true)?;
     Ok(sr)
 }
 
@@ -516,6 +595,13 @@ pub fn sr_remove(
             "forgetting it"
         },
     )?;
+    if destroy && text(tx, "SR", sr, "type")? == "iso" {
+        return Err(unsupported(
+            tx,
+            sr,
+            "SR.destroy (it would delete the ISO files; SR.forget leaves them)",
+        ));
+    }
     if destroy {
         let path = sr_path(tx, sr)?;
         let driver = open_sr(tx, sr)?;
@@ -555,7 +641,10 @@ pub fn sr_remove(
 /// `SR.scan`: records for files the SR holds and the database does not know (a base copy
 /// unmanaged), `missing` set on records whose file is gone, sizes refreshed.
 pub fn sr_scan(tx: &mut Tx<'_>, sr: &str) -> Result<(), ApiError> {
-    let driver = open_sr(tx, sr)?;
+    let driver = match driver(tx, sr)? {
+        Driver::Iso(iso) => return iso_scan(tx, sr, &iso),
+        Driver::File(f) => f,
+    };
     driver.recover().map_err(|e| api_error(&e))?;
     let scan = driver.scan().map_err(|e| api_error(&e))?;
     let mut known = BTreeMap::new();
@@ -595,12 +684,56 @@ pub fn sr_scan(tx: &mut Tx<'_>, sr: &str) -> Result<(), ApiError> {
     refresh_sr(tx, sr)
 }
 
-/// `PBD.plug` (the SR attached: interrupted operations of fv-sr finished or undone) and
-/// `PBD.unplug` (refused while a VM uses a disk of the SR).
+/// `SR.scan` of an ISO library: a read-only VDI per `*.iso` file, named by it; the records
+/// of files gone are forgotten (a CD drive that held one is left empty).
+fn iso_scan(tx: &mut Tx<'_>, sr: &str, iso: &IsoSr) -> Result<(), ApiError> {
+    let scan = iso.scan().map_err(|e| api_error(&e))?;
+    let mut known = BTreeMap::new();
+    for vdi in refs(tx, "SR", sr, "VDIs")? {
+        known.insert(text(tx, "VDI", &vdi, "location")?, vdi);
+    }
+    for info in &scan.vdis {
+        let vdi = match known.remove(&info.name) {
+            Some(vdi) => vdi,
+            None => tx.create(
+                "VDI",
+                BTreeMap::from([
+                    ("name_label".to_owned(), Value::from(info.name.as_str())),
+                    ("SR".to_owned(), Value::from(sr)),
+                    ("virtual_size".to_owned(), size(info.virtual_size)),
+                    ("type".to_owned(), Value::from("user")),
+                    ("read_only".to_owned(), Value::Bool(true)),
+                ]),
+            )?,
+        };
+        record_file(tx, &vdi, info)?;
+    }
+    for (name, vdi) in known {
+        tracing::info!("SR {sr}: {name} is gone: forgetting VDI {vdi}");
+        for vbd in refs(tx, "VDI", &vdi, "VBDs")? {
+            tx.set("VBD", &vbd, "VDI", Value::from("OpaqueRef:NULL"))?;
+            tx.set("VBD", &vbd, "empty", Value::Bool(true))?;
+        }
+        tx.destroy("VDI", &vdi)?;
+    }
+    for (name, why) in &scan.ignored {
+        tracing::debug!("SR {sr}: ignoring {name}: {why}");
+    }
+    refresh_sr(tx, sr)
+}
+
+/// `PBD.plug` (the SR attached: interrupted operations of fv-sr finished or undone; an ISO
+/// library scanned) and `PBD.unplug` (refused while a VM uses a disk of the SR).
 pub fn pbd_plug(tx: &mut Tx<'_>, pbd: &str, plug: bool) -> Result<(), ApiError> {
     let sr = text(tx, "PBD", pbd, "SR")?;
     if plug {
-        open_sr(tx, &sr)?.recover().map_err(|e| api_error(&e))?;
+        match driver(tx, &sr)? {
+            Driver::File(f) => {
+                f.recover().map_err(|e| api_error(&e))?;
+            }
+            Driver::Iso(iso) => iso_scan(tx, &sr, &iso)?,
+        }
+        refresh_sr(tx, &sr)?;
     } else {
         for vdi in refs(tx, "SR", &sr, "VDIs")? {
             require_unattached(tx, &vdi, "unplug")?;

@@ -52,6 +52,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod iso;
 mod names;
 mod transfer;
 
@@ -891,23 +892,39 @@ impl FileSr {
         new_uuid: &str,
         progress: &mut dyn FnMut(f64) -> bool,
     ) -> Result<VdiInfo, SrError> {
+        let src = self.open_vdi(vdi)?;
+        dest.import(&*src, new_uuid, progress)
+    }
+
+    /// Opens VDI `vdi` (its chain checked) read-only, to copy what it shows elsewhere.
+    pub fn open_vdi(&self, vdi: &str) -> Result<Box<dyn fv_disk::DiskFile>, SrError> {
+        let _lock = self.lock()?;
+        self.existing(vdi, Role::Vdi)?;
+        self.chain(vdi)?;
+        fv_disk::open_disk(&self.path(vdi), Some(Format::Qcow2), true)
+            .map_err(disk_err("open", vdi))
+    }
+
+    /// A new VDI `<new_uuid>.qcow2` showing what `src` shows (a disk of any SR type), only
+    /// non-zero data written. `progress` as for [`FileSr::copy`]; a cancelled or failed
+    /// import leaves nothing behind.
+    pub fn import(
+        &self,
+        src: &dyn fv_disk::DiskFile,
+        new_uuid: &str,
+        progress: &mut dyn FnMut(f64) -> bool,
+    ) -> Result<VdiInfo, SrError> {
         let new = names::vdi_name(new_uuid)?;
-        let src = {
-            let _lock = self.lock()?;
-            self.existing(vdi, Role::Vdi)?;
-            self.chain(vdi)?;
-            fv_disk::open_disk(&self.path(vdi), Some(Format::Qcow2), true)
-                .map_err(disk_err("open", vdi))?
-        };
+        let size = round_size(&new, src.size())?;
         let tmp = {
-            let _lock = dest.lock()?;
-            dest.absent(&new)?;
-            dest.tmp_image(&new, src.size(), None)?
+            let _lock = self.lock()?;
+            self.absent(&new)?;
+            self.tmp_image(&new, size, None)?
         };
         {
             let dst = fv_disk::open_disk(&tmp.path, Some(Format::Qcow2), false)
                 .map_err(disk_err("open", &new))?;
-            if !transfer::transfer(&*src, &*dst, usize::MAX, 0, progress)
+            if !transfer::transfer(src, &*dst, usize::MAX, 0, progress)
                 .map_err(disk_err("copy into", &new))?
             {
                 return Err(SrError::Cancelled);
@@ -915,12 +932,12 @@ impl FileSr {
             dst.flush().map_err(disk_err("copy into", &new))?;
         }
         {
-            let _lock = dest.lock()?;
-            dest.publish(tmp, &new)?;
+            let _lock = self.lock()?;
+            self.publish(tmp, &new)?;
         }
         // Outside the lock: a caller's progress may wait for something that waits for it.
         progress(1.0);
-        dest.info(&new)
+        self.info(&new)
     }
 
     /// Tidies what interrupted operations left (run when the SR is plugged): removes `.tmp`

@@ -192,14 +192,16 @@ fn attach_virtio_devices(
             source,
         })?;
         let device: Arc<Mutex<dyn VirtioDevice>> = Arc::new(Mutex::new(block));
-        handles.push(attach_virtio_pci(
+        let mut handle = attach_virtio_pci(
             &format!("blk{i}"),
             device,
             mem,
             routing,
             pci,
             config.seccomp,
-        )?);
+        )?;
+        handle.disk = Some((disk.path.clone(), disk.readonly));
+        handles.push(handle);
     }
     if config.rng {
         let rng = RngDevice::new(Default::default()).map_err(BuildError::Rng)?;

@@ -223,6 +223,8 @@ impl Controller {
                         pci: format!("0000:00:{:02x}.0", d.slot),
                         tap: d.net.as_ref().map(|(tap, _)| tap.clone()),
                         mac: d.net.as_ref().map(|(_, mac)| mac.to_string()),
+                        path: d.disk.as_ref().map(|(path, _)| path.clone()),
+                        readonly: d.disk.as_ref().map(|(_, ro)| *ro),
                     })
                     .collect(),
             })),

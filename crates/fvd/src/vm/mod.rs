@@ -1156,6 +1156,15 @@ impl Actions for Vms {
         {
             return self.hotplug(class.name, &arg_ref(&args, 0));
         }
+        if class.name == "VBD" && matches!(msg.name, "insert" | "eject") {
+            let vdi = (msg.name == "insert").then(|| arg_ref(&args, 1));
+            let vbd = arg_ref(&args, 0);
+            return self
+                .api()?
+                .db()
+                .write(|tx| devices::change_media(tx, &vbd, vdi.as_deref()))
+                .map(|()| Value::void());
+        }
         if class.name != "VM" {
             return Err(not_implemented(class, msg, "not in this version"));
         }

@@ -75,6 +75,12 @@ pub struct DeviceInfo {
     /// A NIC's MAC address, `52:54:00:12:34:56`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// A disk's image (file or block device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<std::path::PathBuf>,
+    /// Whether a disk is read-only to the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly: Option<bool>,
 }
 
 /// What a successful action returns: `Info` becomes 200 + JSON, `Empty` becomes 204.

@@ -149,6 +149,8 @@ pub struct VirtioPciHandle {
     pub thread: JoinHandle<()>,
     /// A NIC's tap (the kernel's name for a created one) and MAC.
     pub net: Option<(String, crate::config::MacAddr)>,
+    /// A disk's image path and whether it is read-only.
+    pub disk: Option<(std::path::PathBuf, bool)>,
 }
 
 /// Plugs `device` into the PCI bus behind the virtio-pci transport and starts its event
@@ -203,6 +205,7 @@ pub fn attach_virtio_pci(
         slot,
         thread,
         net: None,
+        disk: None,
     })
 }
 
