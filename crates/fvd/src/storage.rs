@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use fv_sr::iso::IsoSr;
+use fv_sr::lvm::{Lv, LvmSr};
 use fv_sr::{ErrorKind, FileSr, SrError, VdiInfo};
 use fv_xapi::db::codec::new_uuid;
 use fv_xapi::db::{Db, Tx};
@@ -43,14 +44,16 @@ pub enum Driver {
     File(FileSr),
     /// `iso`: a directory of ISO images, read-only.
     Iso(IsoSr),
+    /// `lvm`: a volume group, raw LVs.
+    Lvm(LvmSr),
 }
 
 /// The driver of SR `sr`, as its type and its PBD on this host say.
 pub fn driver(tx: &Tx<'_>, sr: &str) -> Result<Driver, ApiError> {
-    let path = sr_path(tx, sr)?;
     match text(tx, "SR", sr, "type")?.as_str() {
-        "iso" => IsoSr::open(&path).map(Driver::Iso),
-        _ => FileSr::open(&path).map(Driver::File),
+        "lvm" => LvmSr::get(&fv_sr::lvm::vg_name(&text(tx, "SR", sr, "uuid")?)).map(Driver::Lvm),
+        "iso" => IsoSr::open(&sr_path(tx, sr)?).map(Driver::Iso),
+        _ => FileSr::open(&sr_path(tx, sr)?).map(Driver::File),
     }
     .map_err(|e| api_error(&e))
 }
@@ -70,8 +73,33 @@ fn unsupported(tx: &Tx<'_>, sr: &str, what: &str) -> ApiError {
 pub fn open_sr(tx: &Tx<'_>, sr: &str) -> Result<FileSr, ApiError> {
     match driver(tx, sr)? {
         Driver::File(f) => Ok(f),
-        Driver::Iso(_) => Err(unsupported(tx, sr, "changing VDIs")),
+        Driver::Iso(_) | Driver::Lvm(_) => Err(unsupported(tx, sr, "this operation")),
     }
+}
+
+/// The image a VM's disk opens for VDI `vdi`, and its format (`raw` or `qcow2`).
+pub fn vdi_image(tx: &Tx<'_>, vdi: &str) -> Result<(std::path::PathBuf, String), ApiError> {
+    let sr = text(tx, "VDI", vdi, "SR")?;
+    let location = text(tx, "VDI", vdi, "location")?;
+    if location.is_empty() || location.contains('/') {
+        return Err(ApiError::new(
+            &codes::OPERATION_NOT_ALLOWED,
+            [format!("VDI {vdi} has no usable location ({location:?})")],
+        ));
+    }
+    let format = crate::fields::map_get(&tx.get("VDI", vdi, "sm_config")?, "type")
+        .unwrap_or_else(|| "raw".to_owned());
+    let path = match driver(tx, &sr)? {
+        Driver::Lvm(lvm) => {
+            return Ok((
+                lvm.path(&location).map_err(|e| api_error(&e))?,
+                "raw".into(),
+            ))
+        }
+        Driver::Iso(iso) => iso.path(&location).map_err(|e| api_error(&e))?,
+        Driver::File(f) => f.dir().join(&location),
+    };
+    Ok((path, format))
 }
 
 /// VDI `location` of SR `sr`, opened read-only to copy what it shows.
@@ -87,7 +115,13 @@ fn open_source(
             fv_disk::open_disk(&path, Some(fv_disk::Format::Raw), true)
                 .map_err(|e| ApiError::internal(format!("opening {}: {e}", path.display())))
         }
+        Driver::Lvm(lvm) => lvm.open_vdi(location).map_err(|e| api_error(&e)),
     }
+}
+
+/// Records what the LVM driver says of an LV, as [`record_file`] does for a file.
+fn record_lv(tx: &mut Tx<'_>, vdi: &str, lv: &Lv) -> Result<(), ApiError> {
+    record_file(tx, vdi, &lv.info)
 }
 
 fn size(v: u64) -> Value {
@@ -145,9 +179,11 @@ pub fn vdi_create(tx: &mut Tx<'_>, record: &Value) -> Result<String, ApiError> {
     let wanted = tx.get("VDI", &vdi, "virtual_size")?.as_int().unwrap_or(0);
     let wanted = u64::try_from(wanted)
         .map_err(|_| ApiError::new(&codes::INVALID_VALUE, ["virtual_size", &wanted.to_string()]))?;
-    let info = open_sr(tx, &sr)?
-        .create(&uuid, wanted)
-        .map_err(|e| api_error(&e))?;
+    let info = match driver(tx, &sr)? {
+        Driver::Lvm(lvm) => lvm.create(&uuid, wanted).map(|lv| lv.info),
+        _ => open_sr(tx, &sr)?.create(&uuid, wanted),
+    }
+    .map_err(|e| api_error(&e))?;
     record_file(tx, &vdi, &info)?;
     refresh_sr(tx, &sr)?;
     Ok(vdi)
@@ -194,6 +230,16 @@ pub fn vdi_fork(tx: &mut Tx<'_>, vdi: &str, snapshot: bool) -> Result<String, Ap
     require_unattached(tx, vdi, op)?;
     let sr = text(tx, "VDI", vdi, "SR")?;
     let location = text(tx, "VDI", vdi, "location")?;
+    if let Driver::Lvm(lvm) = driver(tx, &sr)? {
+        let lv = lvm
+            .snapshot(&location, &new_uuid(), snapshot)
+            .map_err(|e| api_error(&e))?;
+        let name = text(tx, "VDI", vdi, "name_label")?;
+        let new = new_record(tx, vdi, &lv.info, &name, true)?;
+        mark_fork(tx, vdi, &new, snapshot)?;
+        refresh_sr(tx, &sr)?;
+        return Ok(new);
+    }
     let driver = open_sr(tx, &sr)?;
     let fork = if snapshot {
         driver.snapshot(&location, &new_uuid())
@@ -205,19 +251,25 @@ pub fn vdi_fork(tx: &mut Tx<'_>, vdi: &str, snapshot: bool) -> Result<String, Ap
     new_record(tx, vdi, &fork.base, &format!("base copy of {name}"), false)?;
     record_file(tx, vdi, &fork.vdi)?;
     let new = new_record(tx, vdi, &fork.new, &name, true)?;
+    mark_fork(tx, vdi, &new, snapshot)?;
+    refresh_sr(tx, &sr)?;
+    Ok(new)
+}
+
+/// Marks `new`, made from `vdi`, as its read-only snapshot (`snapshot`) or as a clone.
+fn mark_fork(tx: &mut Tx<'_>, vdi: &str, new: &str, snapshot: bool) -> Result<(), ApiError> {
     if snapshot {
-        tx.set("VDI", &new, "is_a_snapshot", Value::Bool(true))?;
-        tx.set("VDI", &new, "snapshot_of", Value::String(vdi.to_owned()))?;
+        tx.set("VDI", new, "is_a_snapshot", Value::Bool(true))?;
+        tx.set("VDI", new, "snapshot_of", Value::String(vdi.to_owned()))?;
         tx.set(
             "VDI",
-            &new,
+            new,
             "snapshot_time",
             Value::DateTime(fv_xapi::time::now()),
         )?;
-        tx.set("VDI", &new, "read_only", Value::Bool(true))?;
+        tx.set("VDI", new, "read_only", Value::Bool(true))?;
     }
-    refresh_sr(tx, &sr)?;
-    Ok(new)
+    Ok(())
 }
 
 /// `VDI.resize`: grows a VDI no running VM has attached.
@@ -227,9 +279,11 @@ pub fn vdi_resize(tx: &mut Tx<'_>, vdi: &str, new_size: i64) -> Result<(), ApiEr
         .map_err(|_| ApiError::new(&codes::INVALID_VALUE, ["size", &new_size.to_string()]))?;
     let sr = text(tx, "VDI", vdi, "SR")?;
     let location = text(tx, "VDI", vdi, "location")?;
-    let info = open_sr(tx, &sr)?
-        .resize(&location, new_size)
-        .map_err(|e| api_error(&e))?;
+    let info = match driver(tx, &sr)? {
+        Driver::Lvm(lvm) => lvm.resize(&location, new_size).map(|lv| lv.info),
+        _ => open_sr(tx, &sr)?.resize(&location, new_size),
+    }
+    .map_err(|e| api_error(&e))?;
     record_file(tx, vdi, &info)?;
     refresh_sr(tx, &sr)
 }
@@ -238,19 +292,28 @@ pub fn vdi_resize(tx: &mut Tx<'_>, vdi: &str, new_size: i64) -> Result<(), ApiEr
 /// (with their records), and a base left with one child is merged into it.
 pub fn vdi_destroy(api: &fv_xapi::Api, vdi: &str) -> Result<(), ApiError> {
     let db = api.db();
-    let (driver, destroyed) = db.write(|tx| {
+    let done = db.write(|tx| {
         if !refs(tx, "VDI", vdi, "VBDs")?.is_empty() {
             return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, "destroy"]));
         }
         let sr = text(tx, "VDI", vdi, "SR")?;
         let location = text(tx, "VDI", vdi, "location")?;
+        if let Driver::Lvm(lvm) = driver(tx, &sr)? {
+            lvm.destroy(&location).map_err(|e| api_error(&e))?;
+            tx.destroy("VDI", vdi)?;
+            refresh_sr(tx, &sr)?;
+            return Ok(None);
+        }
         let driver = open_sr(tx, &sr)?;
         let destroyed = driver.destroy(&location).map_err(|e| api_error(&e))?;
         tx.destroy("VDI", vdi)?;
         forget_files(tx, &sr, &destroyed.removed)?;
         refresh_sr(tx, &sr)?;
-        Ok((driver, destroyed))
+        Ok(Some((driver, destroyed)))
     })?;
+    let Some((driver, destroyed)) = done else {
+        return Ok(());
+    };
     if destroyed.coalesce.is_some() {
         // Chains stay short by themselves: merge what is left, in the background.
         coalesce_in_background(api.clone(), sr_of_driver(&driver));
@@ -399,7 +462,7 @@ pub fn vdi_copy(db: &Db, vdi: &str, sr: &str, task: Option<&str>) -> Result<Stri
     let (src, to) = db.read(|tx| {
         let from_sr = text(tx, "VDI", vdi, "SR")?;
         let location = text(tx, "VDI", vdi, "location")?;
-        Ok((open_source(tx, &from_sr, &location)?, open_sr(tx, sr)?))
+        Ok((open_source(tx, &from_sr, &location)?, driver(tx, sr)?))
     })?;
     let uuid = new_uuid();
     let mut progress = |fraction: f64| -> bool {
@@ -407,12 +470,17 @@ pub fn vdi_copy(db: &Db, vdi: &str, sr: &str, task: Option<&str>) -> Result<Stri
         let _ = fv_xapi::task::set_progress(db, t, fraction.clamp(0.0, 0.99));
         !fv_xapi::task::cancel_requested(db, t).unwrap_or(false)
     };
-    let info = to
-        .import(&*src, &uuid, &mut progress)
-        .map_err(|e| match (e.kind(), task) {
-            (ErrorKind::Cancelled, Some(t)) => ApiError::new(&codes::TASK_CANCELLED, [t]),
-            _ => api_error(&e),
-        })?;
+    let info = match to {
+        Driver::File(f) => f.import(&*src, &uuid, &mut progress),
+        Driver::Lvm(lvm) => lvm.import(&*src, &uuid, &mut progress).map(|lv| lv.info),
+        Driver::Iso(_) => {
+            return Err(db.read(|tx| Ok(unsupported(tx, sr, "VDI.copy into it")))?);
+        }
+    }
+    .map_err(|e| match (e.kind(), task) {
+        (ErrorKind::Cancelled, Some(t)) => ApiError::new(&codes::TASK_CANCELLED, [t]),
+        _ => api_error(&e),
+    })?;
     db.write(|tx| {
         let name = text(tx, "VDI", vdi, "name_label")?;
         let new = new_record(tx, vdi, &info, &name, true)?;
@@ -459,6 +527,10 @@ pub fn refresh_sr(tx: &mut Tx<'_>, sr: &str) -> Result<(), ApiError> {
             Ok((total, used)) => (Ok(total), Ok(used)),
             Err(e) => (Err(e), Ok(0)),
         },
+        Driver::Lvm(lvm) => match lvm.sizes() {
+            Ok((total, used)) => (Ok(total), Ok(used)),
+            Err(e) => (Err(e), Ok(0)),
+        },
     };
     let total = total.map_err(|e| api_error(&e))?;
     let used = used.map_err(|e| api_error(&e))?;
@@ -473,7 +545,7 @@ pub fn refresh_sr(tx: &mut Tx<'_>, sr: &str) -> Result<(), ApiError> {
 }
 
 /// SR types this host's storage drivers serve.
-const SR_TYPES: &[&str] = &["ext", "file", "iso"];
+const SR_TYPES: &[&str] = &["ext", "file", "iso", "lvm"];
 
 #[allow(clippy::too_many_arguments)] // XenAPI's SR.create has these parameters.
 /// `SR.create`: the SR and its PBD on `host`, plugged. A file SR (`ext`) lives in the
@@ -510,7 +582,16 @@ pub fn sr_create(
             None => Ok(None),
         }
     };
-    let pbd_config = if sr_type == "iso" {
+    let pbd_config = if sr_type == "lvm" {
+        let Some(device) = absolute("device")? else {
+            return Err(ApiError::new(
+                &codes::OPERATION_NOT_ALLOWED,
+                ["an lvm SR needs device_config:device, the block device to format"],
+            ));
+        };
+        LvmSr::format(&device, &uuid).map_err(|e| api_error(&e))?;
+        ("device", device)
+    } else if sr_type == "iso" {
         let Some(dir) = absolute("location")? else {
             return Err(ApiError::new(
                 &codes::OPERATION_NOT_ALLOWED,
@@ -563,6 +644,90 @@ pub fn sr_create(
     Ok(sr)
 }
 
+/// `SR.introduce`: the record of an SR that exists on its storage (an LVM VG, a directory),
+/// without a PBD; `PBD.create` and `PBD.plug` then attach it and find its VDIs.
+pub fn sr_introduce(
+    tx: &mut Tx<'_>,
+    uuid: &str,
+    name_label: &str,
+    name_description: &str,
+    sr_type: &str,
+    content_type: &str,
+) -> Result<String, ApiError> {
+    if !SR_TYPES.contains(&sr_type) {
+        return Err(ApiError::new(
+            &codes::OPERATION_NOT_ALLOWED,
+            [format!(
+                "SR type {sr_type:?} is not supported here; types: {}",
+                SR_TYPES.join(", ")
+            )],
+        ));
+    }
+    let canonical = uuid.len() == 36
+        && uuid.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        });
+    if !canonical {
+        return Err(ApiError::new(&codes::INVALID_VALUE, ["uuid", uuid]));
+    }
+    tx.create(
+        "SR",
+        BTreeMap::from([
+            ("uuid".to_owned(), Value::from(uuid)),
+            ("name_label".to_owned(), Value::from(name_label)),
+            ("name_description".to_owned(), Value::from(name_description)),
+            ("type".to_owned(), Value::from(sr_type)),
+            ("content_type".to_owned(), Value::from(content_type)),
+        ]),
+    )
+}
+
+/// `SR.probe`: the SRs of type `sr_type` that `device_config` leads to, in XAPI's XML
+/// (`<SRlist><SR><UUID>..</UUID>..</SR></SRlist>`). For `lvm`, the VGs on
+/// `device_config:device` (a VG not made by fvd is listed without a UUID).
+pub fn sr_probe(device_config: &Value, sr_type: &str) -> Result<String, ApiError> {
+    match sr_type {
+        "lvm" => {
+            let Some(device) = crate::fields::map_get(device_config, "device") else {
+                return Err(ApiError::new(
+                    &codes::OPERATION_NOT_ALLOWED,
+                    ["probing an lvm SR needs device_config:device"],
+                ));
+            };
+            let found =
+                fv_sr::lvm::probe(std::path::Path::new(&device)).map_err(|e| api_error(&e))?;
+            let mut xml = String::from("<?xml version=\"1.0\" ?>\n<SRlist>\n");
+            for f in found {
+                xml += "\t<SR>\n";
+                if let Some(uuid) = &f.sr_uuid {
+                    xml += &format!("\t\t<UUID>{uuid}</UUID>\n");
+                }
+                xml += &format!(
+                    "\t\t<VGname>{}</VGname>\n\t\t<Devlist>{}</Devlist>\n\t\t<size>{}</size>\n\t\t<free_space>{}</free_space>\n\t</SR>\n",
+                    xml_escape(&f.vg),
+                    xml_escape(&device),
+                    f.size,
+                    f.free
+                );
+            }
+            Ok(xml + "</SRlist>\n")
+        }
+        other => Err(ApiError::new(
+            &codes::SR_OPERATION_NOT_SUPPORTED,
+            [format!(
+                "SR.probe is not supported for SRs of type {other:?}"
+            )],
+        )),
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// Refuses when a VDI of the SR is attached to a VM (any VBD): the SR is in use.
 fn require_sr_unused(tx: &Tx<'_>, sr: &str, op: &str) -> Result<(), ApiError> {
     for vdi in refs(tx, "SR", sr, "VDIs")? {
@@ -602,7 +767,22 @@ pub fn sr_remove(
             "SR.destroy (it would delete the ISO files; SR.forget leaves them)",
         ));
     }
-    if destroy {
+    let lvm = match text(tx, "SR", sr, "type")?.as_str() {
+        "lvm" => match driver(tx, sr)? {
+            Driver::Lvm(lvm) => Some(lvm),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(lvm) = lvm {
+        let done = if destroy {
+            lvm.destroy_vg()
+        } else {
+            // Forgotten, the VG stays on its device, deactivated, for SR.introduce.
+            lvm.deactivate()
+        };
+        done.map_err(|e| api_error(&e))?;
+    } else if destroy {
         let path = sr_path(tx, sr)?;
         let driver = open_sr(tx, sr)?;
         let mut names: Vec<(bool, String)> = Vec::new();
@@ -643,6 +823,7 @@ pub fn sr_remove(
 pub fn sr_scan(tx: &mut Tx<'_>, sr: &str) -> Result<(), ApiError> {
     let driver = match driver(tx, sr)? {
         Driver::Iso(iso) => return iso_scan(tx, sr, &iso),
+        Driver::Lvm(lvm) => return lvm_scan(tx, sr, &lvm),
         Driver::File(f) => f,
     };
     driver.recover().map_err(|e| api_error(&e))?;
@@ -722,6 +903,53 @@ fn iso_scan(tx: &mut Tx<'_>, sr: &str, iso: &IsoSr) -> Result<(), ApiError> {
     refresh_sr(tx, sr)
 }
 
+/// `SR.scan` of an LVM SR: records for LVs of ours the database does not know (a tagged
+/// snapshot as a snapshot of its origin), `missing` on records whose LV is gone.
+fn lvm_scan(tx: &mut Tx<'_>, sr: &str, lvm: &LvmSr) -> Result<(), ApiError> {
+    let lvs = lvm.scan().map_err(|e| api_error(&e))?;
+    let mut known = BTreeMap::new();
+    for vdi in refs(tx, "SR", sr, "VDIs")? {
+        known.insert(text(tx, "VDI", &vdi, "location")?, vdi);
+    }
+    let mut by_name = BTreeMap::new();
+    let mut found = Vec::new();
+    for lv in &lvs {
+        let vdi = match known.remove(&lv.info.name) {
+            Some(vdi) => vdi,
+            None => {
+                let r = tx.create(
+                    "VDI",
+                    BTreeMap::from([
+                        ("uuid".to_owned(), Value::String(lv.info.uuid.clone())),
+                        ("name_label".to_owned(), Value::from("")),
+                        ("SR".to_owned(), Value::from(sr)),
+                        ("virtual_size".to_owned(), size(lv.info.virtual_size)),
+                        ("type".to_owned(), Value::from("user")),
+                        ("read_only".to_owned(), Value::Bool(lv.snapshot)),
+                    ]),
+                )?;
+                found.push((r.clone(), lv));
+                r
+            }
+        };
+        record_lv(tx, &vdi, lv)?;
+        tx.set("VDI", &vdi, "missing", Value::Bool(false))?;
+        by_name.insert(lv.info.name.clone(), vdi);
+    }
+    for (vdi, lv) in found {
+        let origin = lv.info.parent.as_ref().and_then(|o| by_name.get(o));
+        if let (true, Some(origin)) = (lv.snapshot, origin) {
+            tx.set("VDI", &vdi, "is_a_snapshot", Value::Bool(true))?;
+            tx.set("VDI", &vdi, "snapshot_of", Value::String(origin.clone()))?;
+        }
+    }
+    for (name, vdi) in known {
+        tracing::warn!("SR {sr}: the LV of VDI {vdi} ({name}) is missing");
+        tx.set("VDI", &vdi, "missing", Value::Bool(true))?;
+    }
+    refresh_sr(tx, sr)
+}
+
 /// `PBD.plug` (the SR attached: interrupted operations of fv-sr finished or undone; an ISO
 /// library scanned) and `PBD.unplug` (refused while a VM uses a disk of the SR).
 pub fn pbd_plug(tx: &mut Tx<'_>, pbd: &str, plug: bool) -> Result<(), ApiError> {
@@ -732,11 +960,19 @@ pub fn pbd_plug(tx: &mut Tx<'_>, pbd: &str, plug: bool) -> Result<(), ApiError> 
                 f.recover().map_err(|e| api_error(&e))?;
             }
             Driver::Iso(iso) => iso_scan(tx, &sr, &iso)?,
+            Driver::Lvm(lvm) => {
+                let vg = lvm.vg().to_owned();
+                let lvm = LvmSr::open(&vg).map_err(|e| api_error(&e))?;
+                lvm_scan(tx, &sr, &lvm)?;
+            }
         }
         refresh_sr(tx, &sr)?;
     } else {
         for vdi in refs(tx, "SR", &sr, "VDIs")? {
             require_unattached(tx, &vdi, "unplug")?;
+        }
+        if let Driver::Lvm(lvm) = driver(tx, &sr)? {
+            lvm.deactivate().map_err(|e| api_error(&e))?;
         }
     }
     tx.set("PBD", pbd, "currently_attached", Value::Bool(plug))

@@ -53,6 +53,7 @@
 
 mod error;
 pub mod iso;
+pub mod lvm;
 mod names;
 mod transfer;
 

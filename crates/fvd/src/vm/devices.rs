@@ -51,16 +51,7 @@ pub fn disks(tx: &Tx<'_>, vm: &str) -> Result<Vec<serde_json::Value>, ApiError> 
     vbds.sort();
     let mut out = Vec::new();
     for (_, vbd, vdi) in vbds {
-        let sr = text(tx, "VDI", &vdi, "SR")?;
-        let location = text(tx, "VDI", &vdi, "location")?;
-        if location.is_empty() || location.contains('/') {
-            return Err(not_allowed(format!(
-                "VDI {vdi} has no usable location ({location:?})"
-            )));
-        }
-        let path = sr_path(tx, &sr)?.join(&location);
-        let format =
-            map_get(&tx.get("VDI", &vdi, "sm_config")?, "type").unwrap_or_else(|| "raw".to_owned());
+        let (path, format) = crate::storage::vdi_image(tx, &vdi)?;
         if format != "raw" && format != "qcow2" {
             return Err(not_allowed(format!(
                 "VDI {vdi} is {format}; disks are raw or qcow2"

@@ -818,6 +818,15 @@ impl Vms {
             ("SR", "destroy") => void(db.write(|tx| storage::sr_remove(tx, &first, true, &root))),
             ("SR", "forget") => void(db.write(|tx| storage::sr_remove(tx, &first, false, &root))),
             ("SR", "scan") => void(db.write(|tx| storage::sr_scan(tx, &first))),
+            ("SR", "introduce") => db
+                .write(|tx| {
+                    storage::sr_introduce(tx, &first, &text(1), &text(2), &text(3), &text(4))
+                })
+                .map(Value::String),
+            ("SR", "probe") => {
+                let config = args.get(1).cloned().unwrap_or_else(Value::void);
+                storage::sr_probe(&config, &text(2)).map(Value::String)
+            }
             ("PBD", "plug") => void(db.write(|tx| storage::pbd_plug(tx, &first, true))),
             ("PBD", "unplug") => void(db.write(|tx| storage::pbd_plug(tx, &first, false))),
             _ => Err(not_implemented(class, msg, "not in this version")),
