@@ -18,6 +18,9 @@ packages=(
     iproute2
     # lvm: fvd's lvm SRs run it (pvcreate, vgcreate, lvcreate...); their tests need it too.
     lvm2
+    # mount.nfs: fvd mounts the exports of nfs SRs with it. The kernel NFS server (with
+    # exportfs, rpc.nfsd, rpc.mountd) serves them in the emulated host for the nfs SR test.
+    nfs-common nfs-kernel-server
     # python3 and its venv module: fv-rpc's tests run the XenAPI Python SDK (below).
     python3 python3-venv
 )

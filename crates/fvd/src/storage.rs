@@ -545,7 +545,99 @@ pub fn refresh_sr(tx: &mut Tx<'_>, sr: &str) -> Result<(), ApiError> {
 }
 
 /// SR types this host's storage drivers serve.
-const SR_TYPES: &[&str] = &["ext", "file", "iso", "lvm"];
+const SR_TYPES: &[&str] = &["ext", "file", "iso", "lvm", "nfs"];
+
+/// Where fvd mounts NFS exports (`DATA_DIR/sr-mount`), set once at start.
+static MOUNT_ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Sets where NFS exports are mounted: `<dir>/<sr uuid>`.
+pub fn set_mount_root(dir: std::path::PathBuf) {
+    let _ = MOUNT_ROOT.set(dir);
+}
+
+/// Where the export of NFS SR `uuid` is mounted; the SR is its subdirectory `uuid`.
+pub fn nfs_mountpoint(uuid: &str) -> Result<std::path::PathBuf, ApiError> {
+    let root = MOUNT_ROOT
+        .get()
+        .ok_or_else(|| ApiError::internal("no NFS mount directory set"))?;
+    if uuid.is_empty() || uuid.contains('/') || uuid.starts_with('.') {
+        return Err(ApiError::new(&codes::INVALID_VALUE, ["uuid", uuid]));
+    }
+    Ok(root.join(uuid))
+}
+
+/// `device_config:server`, `serverpath` and `nfsversion` (default 4.1), checked.
+fn nfs_settings(device_config: &Value) -> Result<(String, String, String), ApiError> {
+    let get = |k: &str| crate::fields::map_get(device_config, k);
+    let (Some(server), Some(path)) = (get("server"), get("serverpath")) else {
+        return Err(ApiError::new(
+            &codes::OPERATION_NOT_ALLOWED,
+            ["an nfs SR needs device_config:server and device_config:serverpath"],
+        ));
+    };
+    let version = get("nfsversion").unwrap_or_else(|| "4.1".to_owned());
+    fv_sr::nfs::check(&server, &path, &version)
+        .map_err(|e| ApiError::new(&codes::INVALID_VALUE, ["device_config", &e.to_string()]))?;
+    Ok((server, path, version))
+}
+
+/// An NFS mount failure, as XAPI's NFS driver reports it.
+fn nfs_mount_error(e: &SrError) -> ApiError {
+    ApiError::new(
+        &codes::SR_BACKEND_FAILURE_73,
+        ["", &format!("NFS mount error [opterr={e}]"), ""],
+    )
+}
+
+/// Mounts the export of NFS SR `uuid` (unless it is mounted) and checks that the SR's
+/// directory is there (`create`: makes it). A failure leaves nothing mounted.
+fn nfs_attach(
+    uuid: &str,
+    server: &str,
+    path: &str,
+    version: &str,
+    create: bool,
+) -> Result<(), ApiError> {
+    let mountpoint = nfs_mountpoint(uuid)?;
+    if fv_sr::nfs::is_mounted(&mountpoint) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&mountpoint)
+        .map_err(|e| ApiError::internal(format!("creating {}: {e}", mountpoint.display())))?;
+    if let Err(e) = fv_sr::nfs::mount(server, path, version, &mountpoint) {
+        let _ = std::fs::remove_dir(&mountpoint);
+        return Err(nfs_mount_error(&e));
+    }
+    let dir = mountpoint.join(uuid);
+    let ready = if create {
+        std::fs::create_dir(&dir)
+    } else if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{server}:{path} holds no SR {uuid} (no directory {uuid} there)"
+        )))
+    };
+    if let Err(e) = ready {
+        let _ = fv_sr::nfs::unmount(&mountpoint);
+        let _ = std::fs::remove_dir(&mountpoint);
+        return Err(ApiError::new(
+            &codes::SR_BACKEND_FAILURE,
+            ["", &format!("NFS SR {uuid}: {e}"), ""],
+        ));
+    }
+    Ok(())
+}
+
+/// Unmounts the export of NFS SR `uuid`, if mounted.
+fn nfs_detach(uuid: &str) -> Result<(), ApiError> {
+    let mountpoint = nfs_mountpoint(uuid)?;
+    if fv_sr::nfs::is_mounted(&mountpoint) {
+        fv_sr::nfs::unmount(&mountpoint).map_err(|e| api_error(&e))?;
+    }
+    let _ = std::fs::remove_dir(&mountpoint);
+    Ok(())
+}
 
 #[allow(clippy::too_many_arguments)] // XenAPI's SR.create has these parameters.
 /// `SR.create`: the SR and its PBD on `host`, plugged. A file SR (`ext`) lives in the
@@ -582,7 +674,21 @@ pub fn sr_create(
             None => Ok(None),
         }
     };
-    let pbd_config = if sr_type == "lvm" {
+    let one = |key: &str, path: std::path::PathBuf| {
+        BTreeMap::from([(
+            key.to_owned(),
+            Value::String(path.to_string_lossy().into_owned()),
+        )])
+    };
+    let pbd_config = if sr_type == "nfs" {
+        let (server, serverpath, version) = nfs_settings(device_config)?;
+        nfs_attach(&uuid, &server, &serverpath, &version, true)?;
+        BTreeMap::from([
+            ("server".to_owned(), Value::String(server)),
+            ("serverpath".to_owned(), Value::String(serverpath)),
+            ("nfsversion".to_owned(), Value::String(version)),
+        ])
+    } else if sr_type == "lvm" {
         let Some(device) = absolute("device")? else {
             return Err(ApiError::new(
                 &codes::OPERATION_NOT_ALLOWED,
@@ -590,7 +696,7 @@ pub fn sr_create(
             ));
         };
         LvmSr::format(&device, &uuid).map_err(|e| api_error(&e))?;
-        ("device", device)
+        one("device", device)
     } else if sr_type == "iso" {
         let Some(dir) = absolute("location")? else {
             return Err(ApiError::new(
@@ -599,7 +705,7 @@ pub fn sr_create(
             ));
         };
         IsoSr::open(&dir).map_err(|e| api_error(&e))?;
-        ("location", dir)
+        one("location", dir)
     } else {
         let path = match absolute("path")? {
             Some(p) => p,
@@ -614,12 +720,44 @@ pub fn sr_create(
         std::fs::create_dir_all(&path)
             .map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())))?;
         FileSr::open(&path).map_err(|e| api_error(&e))?;
-        ("path", path)
+        one("path", path)
     };
+    let made = sr_records(
+        tx,
+        host,
+        &uuid,
+        pbd_config,
+        name_label,
+        name_description,
+        sr_type,
+        content_type,
+    );
+    if made.is_err() && sr_type == "nfs" {
+        // Nothing is recorded: nothing stays mounted either.
+        if let Ok(mountpoint) = nfs_mountpoint(&uuid) {
+            let _ = fv_sr::nfs::unmount(&mountpoint);
+            let _ = std::fs::remove_dir(&mountpoint);
+        }
+    }
+    made
+}
+
+#[allow(clippy::too_many_arguments)]
+/// The records of a new SR and its PBD, plugged.
+fn sr_records(
+    tx: &mut Tx<'_>,
+    host: &str,
+    uuid: &str,
+    device_config: BTreeMap<String, Value>,
+    name_label: &str,
+    name_description: &str,
+    sr_type: &str,
+    content_type: &str,
+) -> Result<String, ApiError> {
     let sr = tx.create(
         "SR",
         BTreeMap::from([
-            ("uuid".to_owned(), Value::String(uuid)),
+            ("uuid".to_owned(), Value::from(uuid)),
             ("name_label".to_owned(), Value::from(name_label)),
             ("name_description".to_owned(), Value::from(name_description)),
             ("type".to_owned(), Value::from(sr_type)),
@@ -631,13 +769,7 @@ pub fn sr_create(
         BTreeMap::from([
             ("host".to_owned(), Value::from(host)),
             ("SR".to_owned(), Value::String(sr.clone())),
-            (
-                "device_config".to_owned(),
-                Value::Struct(BTreeMap::from([(
-                    pbd_config.0.to_owned(),
-                    Value::String(pbd_config.1.to_string_lossy().into_owned()),
-                )])),
-            ),
+            ("device_config".to_owned(), Value::Struct(device_config)),
         ]),
     )?;
     pbd_plug(tx, &pbd, true)?;
@@ -685,7 +817,8 @@ pub fn sr_introduce(
 
 /// `SR.probe`: the SRs of type `sr_type` that `device_config` leads to, in XAPI's XML
 /// (`<SRlist><SR><UUID>..</UUID>..</SR></SRlist>`). For `lvm`, the VGs on
-/// `device_config:device` (a VG not made by fvd is listed without a UUID).
+/// `device_config:device` (a VG not made by fvd is listed without a UUID); for `nfs`, the
+/// SR directories on the export `server:serverpath` (default `/`).
 pub fn sr_probe(device_config: &Value, sr_type: &str) -> Result<String, ApiError> {
     match sr_type {
         "lvm" => {
@@ -713,6 +846,7 @@ pub fn sr_probe(device_config: &Value, sr_type: &str) -> Result<String, ApiError
             }
             Ok(xml + "</SRlist>\n")
         }
+        "nfs" => nfs_probe(device_config),
         other => Err(ApiError::new(
             &codes::SR_OPERATION_NOT_SUPPORTED,
             [format!(
@@ -720,6 +854,42 @@ pub fn sr_probe(device_config: &Value, sr_type: &str) -> Result<String, ApiError
             )],
         )),
     }
+}
+
+/// `SR.probe` of NFS: the SR directories (named by a uuid) on the export, mounted for the
+/// while.
+fn nfs_probe(device_config: &Value) -> Result<String, ApiError> {
+    let mut config = device_config.clone();
+    if let Value::Struct(m) = &mut config {
+        m.entry("serverpath".to_owned())
+            .or_insert_with(|| Value::from("/"));
+    }
+    let (server, path, version) = nfs_settings(&config)?;
+    let mountpoint = nfs_mountpoint(&format!("probe-{}", new_uuid()))?;
+    std::fs::create_dir_all(&mountpoint)
+        .map_err(|e| ApiError::internal(format!("creating {}: {e}", mountpoint.display())))?;
+    if let Err(e) = fv_sr::nfs::mount(&server, &path, &version, &mountpoint) {
+        let _ = std::fs::remove_dir(&mountpoint);
+        return Err(nfs_mount_error(&e));
+    }
+    let mut uuids: Vec<String> = std::fs::read_dir(&mountpoint)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|n| n.len() == 36 && n.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+                .collect()
+        })
+        .unwrap_or_default();
+    uuids.sort();
+    let unmounted = fv_sr::nfs::unmount(&mountpoint);
+    let _ = std::fs::remove_dir(&mountpoint);
+    unmounted.map_err(|e| api_error(&e))?;
+    let mut xml = String::from("<?xml version=\"1.0\" ?>\n<SRlist>\n");
+    for uuid in uuids {
+        xml += &format!("\t<SR>\n\t\t<UUID>{uuid}</UUID>\n\t</SR>\n");
+    }
+    Ok(xml + "</SRlist>\n")
 }
 
 fn xml_escape(s: &str) -> String {
@@ -800,9 +970,12 @@ pub fn sr_remove(
                 Err(e) => return Err(api_error(&e)),
             }
         }
-        if path.starts_with(default_dir) {
+        if path.starts_with(default_dir) || text(tx, "SR", sr, "type")? == "nfs" {
             let _ = std::fs::remove_dir_all(&path);
         }
+    }
+    if text(tx, "SR", sr, "type")? == "nfs" {
+        nfs_detach(&text(tx, "SR", sr, "uuid")?)?;
     }
     for vdi in refs(tx, "SR", sr, "VDIs")? {
         tx.destroy("VDI", &vdi)?;
@@ -954,6 +1127,17 @@ fn lvm_scan(tx: &mut Tx<'_>, sr: &str, lvm: &LvmSr) -> Result<(), ApiError> {
 /// library scanned) and `PBD.unplug` (refused while a VM uses a disk of the SR).
 pub fn pbd_plug(tx: &mut Tx<'_>, pbd: &str, plug: bool) -> Result<(), ApiError> {
     let sr = text(tx, "PBD", pbd, "SR")?;
+    let is_nfs = text(tx, "SR", &sr, "type")? == "nfs";
+    if plug && is_nfs {
+        let (server, path, version) = nfs_settings(&tx.get("PBD", pbd, "device_config")?)?;
+        nfs_attach(
+            &text(tx, "SR", &sr, "uuid")?,
+            &server,
+            &path,
+            &version,
+            false,
+        )?;
+    }
     if plug {
         match driver(tx, &sr)? {
             Driver::File(f) => {
@@ -973,6 +1157,9 @@ pub fn pbd_plug(tx: &mut Tx<'_>, pbd: &str, plug: bool) -> Result<(), ApiError> 
         }
         if let Driver::Lvm(lvm) = driver(tx, &sr)? {
             lvm.deactivate().map_err(|e| api_error(&e))?;
+        }
+        if is_nfs {
+            nfs_detach(&text(tx, "SR", &sr, "uuid")?)?;
         }
     }
     tx.set("PBD", pbd, "currently_attached", Value::Bool(plug))

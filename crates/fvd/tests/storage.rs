@@ -729,3 +729,57 @@ fn an_iso_library_gives_read_only_cds() {
     c.ok("SR.forget", &[s(&sr)]);
     assert!(lib.join("install.iso").exists());
 }
+
+/// A positive NFS test needs an NFS server (kernel nfsd), which runs in the emulated host:
+/// `sr_types::nfs_sr_on_a_kernel_nfs_server`. Here: what fails fails clearly, and nothing
+/// is recorded or left mounted.
+#[test]
+fn an_nfs_sr_that_cannot_be_mounted_is_not_made() {
+    let dir = TempDir::new("nfs-down");
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+    let Value::Array(hosts) = c.ok("host.get_all", &[]) else {
+        panic!()
+    };
+    let create = |config: &[(&str, &str)]| {
+        c.call(
+            "SR.create",
+            &[
+                hosts[0].clone(),
+                Value::Struct(config.iter().map(|(k, v)| (k.to_string(), s(v))).collect()),
+                Value::Int(0),
+                s("nfs"),
+                s(""),
+                s("nfs"),
+                s("user"),
+                Value::Bool(true),
+                Value::Struct(BTreeMap::new()),
+            ],
+        )
+    };
+    let before = c.ok("SR.get_all", &[]);
+    assert_eq!(
+        create(&[("server", "127.0.0.1")]).unwrap_err().code,
+        "OPERATION_NOT_ALLOWED"
+    );
+    assert_eq!(
+        create(&[("server", "-oremount"), ("serverpath", "/x")])
+            .unwrap_err()
+            .code,
+        "INVALID_VALUE"
+    );
+    // Nothing listens on 127.0.0.1:2049 in fvd's network namespace.
+    let err = create(&[("server", "127.0.0.1"), ("serverpath", "/exports/sr")]).unwrap_err();
+    assert_eq!(err.code, "SR_BACKEND_FAILURE_73", "{err:?}");
+    assert!(
+        err.params.iter().any(|p| p.contains("NFS mount error")),
+        "{err:?}"
+    );
+    assert_eq!(c.ok("SR.get_all", &[]), before);
+    let left: Vec<_> = std::fs::read_dir(fvd.data.join("sr-mount"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "mount points left: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(fvd.data.to_str().unwrap()), "{mounts}");
+}

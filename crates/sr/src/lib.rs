@@ -1,5 +1,6 @@
 //! The storage driver for file-based SRs (`ext`: a local directory; `nfs`: the same driver on
-//! a mount): qcow2 VDIs, thin, with snapshots, clones, copies, growth and coalescing.
+//! a mount, see [`nfs`]): qcow2 VDIs, thin, with snapshots, clones, copies, growth and
+//! coalescing. ISO libraries ([`iso`]) and LVM SRs ([`lvm`]) have modules of their own.
 //!
 //! It knows nothing of the XenAPI database: it works on a directory and file names, and
 //! returns what fvd must record ([`VdiInfo`]: the file name for `VDI.location`, sizes, the
@@ -55,6 +56,7 @@ mod error;
 pub mod iso;
 pub mod lvm;
 mod names;
+pub mod nfs;
 mod transfer;
 
 pub use error::{ErrorKind, SrError};
@@ -286,7 +288,8 @@ impl FileSr {
             lock: None,
             path: path.clone(),
         };
-        let file = File::open(&path).map_err(io_err("open", &path))?;
+        // Read-write: on NFS, flock is a POSIX write lock, which needs a writable file.
+        let file = open_rw(&path).map_err(io_err("open", &path))?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io_err("lock", &path)(e.into()))?;
         tmp.lock = Some(file);
@@ -956,7 +959,7 @@ impl FileSr {
                 continue;
             }
             let path = de.path();
-            let Ok(file) = File::open(&path) else {
+            let Ok(file) = open_rw(&path) else {
                 continue;
             };
             let free =
@@ -1029,6 +1032,11 @@ impl FileSr {
         self.chain(name)?;
         self.info(name)
     }
+}
+
+/// Opens `path` for reading and writing (not creating it).
+fn open_rw(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
 }
 
 /// `size` rounded up to 512 bytes; refused above qcow2's practical limit here (256 TiB).

@@ -19,10 +19,15 @@ fn not_allowed(why: String) -> ApiError {
 }
 
 /// The directory of SR `sr` on this host, from its PBD's `device_config`: `path` for a file
-/// SR, `location` for an ISO library.
+/// SR, `location` for an ISO library; for an NFS SR, its directory on the mounted export.
 pub fn sr_path(tx: &Tx<'_>, sr: &str) -> Result<PathBuf, ApiError> {
     let key = match text(tx, "SR", sr, "type")?.as_str() {
         "iso" => "location",
+        "nfs" => {
+            // The export is mounted on <mount root>/<uuid>; the SR is its directory <uuid>.
+            let uuid = text(tx, "SR", sr, "uuid")?;
+            return Ok(crate::storage::nfs_mountpoint(&uuid)?.join(uuid));
+        }
         _ => "path",
     };
     for pbd in refs(tx, "SR", sr, "PBDs")? {
