@@ -590,7 +590,8 @@ fn api_lists_the_pci_devices() {
     assert_eq!(
         vm["devices"],
         serde_json::json!([
-            {"id": "blk0", "kind": "virtio-blk", "pci": "0000:00:01.0"},
+            {"id": "blk0", "kind": "virtio-blk", "pci": "0000:00:01.0",
+             "path": disk, "readonly": false},
             {"id": "rng", "kind": "virtio-rng", "pci": "0000:00:02.0"}
         ]),
         "{vm}"
