@@ -51,6 +51,7 @@ pub fn start(options: &Options) -> Result<Daemon, Error> {
     vms.attach(api.clone(), host.clone());
     vms.reconcile()
         .map_err(|e| Error::Setup(format!("reconciling VMs: {e:?}")))?;
+    crate::storage::replug(api.db());
     // Coalescing a crash or a running VM held up goes on.
     let sr_dirs = api
         .db()

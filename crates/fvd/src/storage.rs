@@ -1123,6 +1123,32 @@ fn lvm_scan(tx: &mut Tx<'_>, sr: &str, lvm: &LvmSr) -> Result<(), ApiError> {
     refresh_sr(tx, sr)
 }
 
+/// At fvd's start: attaches again the NFS and LVM SRs whose PBD says attached, since a
+/// reboot of the host unmounted or deactivated them (a plug of what is attached changes
+/// nothing). Failures are logged: the PBD then says detached.
+pub fn replug(db: &Db) {
+    let pbds = db.read(|tx| {
+        let mut out = Vec::new();
+        for pbd in tx.refs("PBD")? {
+            let sr = text(tx, "PBD", &pbd, "SR")?;
+            let attached = matches!(
+                tx.get("PBD", &pbd, "currently_attached")?,
+                Value::Bool(true)
+            );
+            if attached && matches!(text(tx, "SR", &sr, "type")?.as_str(), "nfs" | "lvm") {
+                out.push(pbd);
+            }
+        }
+        Ok(out)
+    });
+    for pbd in pbds.unwrap_or_default() {
+        if let Err(e) = db.write(|tx| pbd_plug(tx, &pbd, true)) {
+            tracing::warn!("PBD {pbd}: attaching its SR again failed: {e:?}");
+            let _ = db.write(|tx| tx.set("PBD", &pbd, "currently_attached", Value::Bool(false)));
+        }
+    }
+}
+
 /// `PBD.plug` (the SR attached: interrupted operations of fv-sr finished or undone; an ISO
 /// library scanned) and `PBD.unplug` (refused while a VM uses a disk of the SR).
 pub fn pbd_plug(tx: &mut Tx<'_>, pbd: &str, plug: bool) -> Result<(), ApiError> {
@@ -1155,8 +1181,10 @@ pub fn pbd_plug(tx: &mut Tx<'_>, pbd: &str, plug: bool) -> Result<(), ApiError> 
         for vdi in refs(tx, "SR", &sr, "VDIs")? {
             require_unattached(tx, &vdi, "unplug")?;
         }
-        if let Driver::Lvm(lvm) = driver(tx, &sr)? {
-            lvm.deactivate().map_err(|e| api_error(&e))?;
+        if text(tx, "SR", &sr, "type")? == "lvm" {
+            if let Driver::Lvm(lvm) = driver(tx, &sr)? {
+                lvm.deactivate().map_err(|e| api_error(&e))?;
+            }
         }
         if is_nfs {
             nfs_detach(&text(tx, "SR", &sr, "uuid")?)?;

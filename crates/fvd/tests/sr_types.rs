@@ -391,6 +391,25 @@ fn inside_lvm_sr_on_a_loop_device() {
         "the snapshot's data survived"
     );
 
+    // A reboot of the host leaves the VG inactive; fvd activates it again at its start.
+    run(Command::new("lvm")
+        .args([
+            "vgchange",
+            "--config",
+            "activation { udev_sync = 0 udev_rules = 0 } devices { use_devicesfile = 0 }",
+        ])
+        .args(["-an", &vg])
+        .env("DM_DISABLE_UDEV", "1"));
+    assert!(!snap_path.exists());
+    fvd.kill9();
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+    assert!(snap_path.exists(), "the VG is active again");
+    assert_eq!(
+        c.field("PBD", &pbd, "currently_attached"),
+        Value::Bool(true)
+    );
+
     // Destroy: the snapshot and the clone first, then the VDI, then the SR with the VG.
     c.ok("VDI.destroy", &[s(&snap)]);
     assert!(!snap_path.exists());
@@ -403,7 +422,11 @@ fn inside_lvm_sr_on_a_loop_device() {
     c.ok("VDI.destroy", &[s(&vdi)]);
     assert!(!lv_path.exists());
     c.ok("SR.destroy", &[s(&again)]);
-    assert!(!probe().contains("<SR>"), "{}", probe());
+    let probed = c.ok(
+        "SR.probe",
+        &[host.clone(), device.clone(), s("lvm"), record(&[])],
+    );
+    assert!(!probed.as_str().unwrap().contains("<SR>"), "{probed:?}");
     assert_eq!(
         c.err("VDI.get_by_uuid", &[s(&snap_uuid)]).code,
         "UUID_INVALID"
