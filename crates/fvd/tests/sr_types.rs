@@ -511,6 +511,7 @@ fn inside_nfs_sr_on_a_kernel_nfs_server() {
         .unwrap()
         .to_owned();
     let uuid = field_str(&c, "SR", &sr, "uuid");
+    assert_eq!(c.field("SR", &sr, "shared"), Value::Bool(true));
     // XenServer's layout: the SR is the directory <uuid> of the export.
     let on_server = export.join(&uuid);
     assert!(on_server.is_dir());

@@ -802,7 +802,7 @@ impl Vms {
             ("SR", "create") => {
                 let config = args.get(1).cloned().unwrap_or_else(Value::void);
                 db.write(|tx| {
-                    storage::sr_create(
+                    let sr = storage::sr_create(
                         tx,
                         &first,
                         &config,
@@ -811,7 +811,9 @@ impl Vms {
                         &text(5),
                         &text(6),
                         &root,
-                    )
+                    )?;
+                    tx.set("SR", &sr, "shared", Value::Bool(arg_bool(args, 7)))?;
+                    Ok(sr)
                 })
                 .map(Value::String)
             }
@@ -820,7 +822,10 @@ impl Vms {
             ("SR", "scan") => void(db.write(|tx| storage::sr_scan(tx, &first))),
             ("SR", "introduce") => db
                 .write(|tx| {
-                    storage::sr_introduce(tx, &first, &text(1), &text(2), &text(3), &text(4))
+                    let sr =
+                        storage::sr_introduce(tx, &first, &text(1), &text(2), &text(3), &text(4))?;
+                    tx.set("SR", &sr, "shared", Value::Bool(arg_bool(args, 5)))?;
+                    Ok(sr)
                 })
                 .map(Value::String),
             ("SR", "probe") => {
