@@ -16,6 +16,11 @@ packages=(
     qemu-utils
     # ip: fv-hostnet's tests and the emulated-host network tests set up bridges with it.
     iproute2
+    # lvm: fvd's lvm SRs run it (pvcreate, vgcreate, lvcreate...); their tests need it too.
+    lvm2
+    # mount.nfs: fvd mounts the exports of nfs SRs with it. The kernel NFS server (with
+    # exportfs, rpc.nfsd, rpc.mountd) serves them in the emulated host for the nfs SR test.
+    nfs-common nfs-kernel-server
     # python3 and its venv module: fv-rpc's tests run the XenAPI Python SDK (below).
     python3 python3-venv
 )

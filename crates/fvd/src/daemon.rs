@@ -29,6 +29,7 @@ pub fn start(options: &Options) -> Result<Daemon, Error> {
     std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(Error::io("setting the mode of", dir))?;
+    crate::storage::set_mount_root(dir.join("sr-mount"));
     let run_root = options.run_root();
     std::fs::create_dir_all(&run_root).map_err(Error::io("creating", &run_root))?;
 
@@ -50,6 +51,7 @@ pub fn start(options: &Options) -> Result<Daemon, Error> {
     vms.attach(api.clone(), host.clone());
     vms.reconcile()
         .map_err(|e| Error::Setup(format!("reconciling VMs: {e:?}")))?;
+    crate::storage::replug(api.db());
     // Coalescing a crash or a running VM held up goes on.
     let sr_dirs = api
         .db()

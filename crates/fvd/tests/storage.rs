@@ -219,21 +219,9 @@ fn vdis_snapshot_clone_copy_resize_and_destroy() {
 
 /// fv-vmm's view of a running VM's disks (`GET /vm` on its API socket).
 fn vmm_disks(fvd: &Fvd, c: &Client, vm: &str) -> Vec<serde_json::Value> {
-    let uuid = c.field("VM", vm, "uuid");
-    let socket = fvd
-        .data
-        .join("vms")
-        .join(uuid.as_str().unwrap())
-        .join("api.sock");
-    let (status, body) = fv_vmmctl::http_request(&socket, "GET", "/vm", None).expect("GET /vm");
-    assert_eq!(status, 200, "{body}");
-    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
-    info["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
+    vmm_devices(fvd, c, vm)
+        .into_iter()
         .filter(|d| d["kind"] == "virtio-blk")
-        .cloned()
         .collect()
 }
 
@@ -642,4 +630,274 @@ fn coalesce_interrupted_by_a_kill_finishes_after_restart() {
     let got = sr.read(&vdi, 0, expected.len());
     assert!(got == expected[..got.len()], "the data changed");
     sr.check_all();
+}
+
+/// The devices fv-vmm lists for running VM `vm` (`GET /vm` on its API socket).
+fn vmm_devices(fvd: &Fvd, c: &Client, vm: &str) -> Vec<serde_json::Value> {
+    let uuid = c.field("VM", vm, "uuid");
+    let socket = fvd
+        .data
+        .join("vms")
+        .join(uuid.as_str().unwrap())
+        .join("api.sock");
+    let (status, body) = fv_vmmctl::http_request(&socket, "GET", "/vm", None).expect("GET /vm");
+    assert_eq!(status, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    info["devices"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn an_iso_library_gives_read_only_cds() {
+    let dir = TempDir::new("iso");
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+    let Value::Array(hosts) = c.ok("host.get_all", &[]) else {
+        panic!()
+    };
+    let lib = dir.0.join("isos");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::write(lib.join("install.iso"), pattern(1 << 20, 3)).unwrap();
+    std::fs::write(lib.join("tools.iso"), pattern(64 << 10, 5)).unwrap();
+    std::fs::write(lib.join("README"), b"not an ISO").unwrap();
+    let create = |config: &[(&str, &str)]| {
+        c.call(
+            "SR.create",
+            &[
+                hosts[0].clone(),
+                Value::Struct(config.iter().map(|(k, v)| (k.to_string(), s(v))).collect()),
+                Value::Int(0),
+                s("ISOs"),
+                s(""),
+                s("iso"),
+                s("iso"),
+                Value::Bool(false),
+                Value::Struct(BTreeMap::new()),
+            ],
+        )
+    };
+    // Without a location, or a relative one, nothing is made.
+    let srs_before = c.ok("SR.get_all", &[]);
+    assert_eq!(create(&[]).unwrap_err().code, "OPERATION_NOT_ALLOWED");
+    assert_eq!(
+        create(&[("location", "isos")]).unwrap_err().code,
+        "INVALID_VALUE"
+    );
+    assert_eq!(c.ok("SR.get_all", &[]), srs_before);
+
+    let sr = create(&[("location", lib.to_str().unwrap())]).expect("SR.create iso");
+    let sr = sr.as_str().unwrap().to_owned();
+    let vdis = |c: &Client| -> BTreeMap<String, String> {
+        let Value::Array(vdis) = c.field("SR", &sr, "VDIs") else {
+            panic!()
+        };
+        vdis.iter()
+            .map(|v| {
+                let v = v.as_str().unwrap().to_owned();
+                let name = c
+                    .field("VDI", &v, "name_label")
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                (name, v)
+            })
+            .collect()
+    };
+    let found = vdis(&c);
+    assert_eq!(
+        found.keys().collect::<Vec<_>>(),
+        ["install.iso", "tools.iso"]
+    );
+    let install = found["install.iso"].clone();
+    assert_eq!(c.field("VDI", &install, "location"), s("install.iso"));
+    assert_eq!(
+        c.field("VDI", &install, "virtual_size").as_int(),
+        Some(1 << 20)
+    );
+    assert_eq!(c.field("VDI", &install, "read_only"), Value::Bool(true));
+
+    // Nothing is made, changed or removed in a library.
+    let rec = Value::Struct(BTreeMap::from([
+        ("name_label".to_owned(), s("new")),
+        ("SR".to_owned(), s(&sr)),
+        ("virtual_size".to_owned(), Value::Int(1 << 20)),
+        ("type".to_owned(), s("user")),
+    ]));
+    assert_eq!(
+        c.err("VDI.create", &[rec]).code,
+        "SR_OPERATION_NOT_SUPPORTED"
+    );
+    let no_params = Value::Struct(BTreeMap::new());
+    for call in ["VDI.snapshot", "VDI.clone"] {
+        assert_eq!(
+            c.err(call, &[s(&install), no_params.clone()]).code,
+            "SR_OPERATION_NOT_SUPPORTED",
+            "{call}"
+        );
+    }
+    assert_eq!(
+        c.err("VDI.resize", &[s(&install), Value::Int(2 << 20)])
+            .code,
+        "SR_OPERATION_NOT_SUPPORTED"
+    );
+    assert_eq!(
+        c.err("VDI.destroy", &[s(&install)]).code,
+        "SR_OPERATION_NOT_SUPPORTED"
+    );
+    assert_eq!(
+        c.err("SR.destroy", &[s(&sr)]).code,
+        "SR_OPERATION_NOT_SUPPORTED"
+    );
+    assert_eq!(vdis(&c).len(), 2);
+
+    // A CD drive with the ISO, and an empty one: one read-only raw disk for fv-vmm.
+    let vm = c.tiny_vm("cd", "spin");
+    let vbd = |device: &str, vdi: &str, empty: bool| {
+        let v = c.ok(
+            "VBD.create",
+            &[Value::Struct(BTreeMap::from([
+                ("VM".to_owned(), s(&vm)),
+                ("VDI".to_owned(), s(vdi)),
+                ("userdevice".to_owned(), s(device)),
+                ("bootable".to_owned(), Value::Bool(false)),
+                ("mode".to_owned(), s("RO")),
+                ("type".to_owned(), s("CD")),
+                ("empty".to_owned(), Value::Bool(empty)),
+            ]))],
+        );
+        v.as_str().unwrap().to_owned()
+    };
+    let cd = vbd("0", &install, false);
+    let empty_cd = vbd("1", "OpaqueRef:NULL", true);
+    c.ok(
+        "VM.start",
+        &[s(&vm), Value::Bool(false), Value::Bool(false)],
+    );
+    let disks: Vec<serde_json::Value> = vmm_devices(&fvd, &c, &vm)
+        .into_iter()
+        .filter(|d| d["kind"] == "virtio-blk")
+        .collect();
+    assert_eq!(disks.len(), 1, "{disks:?}");
+    assert_eq!(disks[0]["readonly"], true, "{disks:?}");
+    assert_eq!(
+        disks[0]["path"].as_str(),
+        lib.join("install.iso").to_str(),
+        "{disks:?}"
+    );
+    // Media change needs a halted VM.
+    assert_eq!(c.err("VBD.eject", &[s(&cd)]).code, "OPERATION_NOT_ALLOWED");
+    c.ok("VM.hard_shutdown", &[s(&vm)]);
+
+    // Eject and insert on the halted VM.
+    assert_eq!(c.err("VBD.eject", &[s(&empty_cd)]).code, "VBD_IS_EMPTY");
+    let tools = found["tools.iso"].clone();
+    assert_eq!(
+        c.err("VBD.insert", &[s(&cd), s(&tools)]).code,
+        "VBD_NOT_EMPTY"
+    );
+    c.ok("VBD.eject", &[s(&cd)]);
+    assert_eq!(c.field("VBD", &cd, "empty"), Value::Bool(true));
+    c.ok("VBD.insert", &[s(&empty_cd), s(&tools)]);
+    assert_eq!(c.field("VBD", &empty_cd, "VDI"), s(&tools));
+    c.ok(
+        "VM.start",
+        &[s(&vm), Value::Bool(false), Value::Bool(false)],
+    );
+    let disks: Vec<serde_json::Value> = vmm_devices(&fvd, &c, &vm)
+        .into_iter()
+        .filter(|d| d["kind"] == "virtio-blk")
+        .collect();
+    assert_eq!(disks.len(), 1, "{disks:?}");
+    assert_eq!(
+        disks[0]["path"].as_str(),
+        lib.join("tools.iso").to_str(),
+        "{disks:?}"
+    );
+    c.ok("VM.hard_shutdown", &[s(&vm)]);
+
+    // A file removed and one added: the scan follows; the drive that held it is empty.
+    std::fs::remove_file(lib.join("tools.iso")).unwrap();
+    std::fs::write(lib.join("new.iso"), b"x").unwrap();
+    c.ok("SR.scan", &[s(&sr)]);
+    assert_eq!(
+        vdis(&c).keys().collect::<Vec<_>>(),
+        ["install.iso", "new.iso"]
+    );
+    assert_eq!(c.err("VDI.get_record", &[s(&tools)]).code, "HANDLE_INVALID");
+    assert_eq!(c.field("VBD", &empty_cd, "empty"), Value::Bool(true));
+
+    // An ISO copies into a file SR, data intact.
+    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
+        panic!()
+    };
+    let local = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
+    let copy = c.ok("VDI.copy", &[s(&install), local.clone()]);
+    let copy = copy.as_str().unwrap().to_owned();
+    let local_dir = fvd.data.join("sr").join(
+        c.field("SR", local.as_str().unwrap(), "uuid")
+            .as_str()
+            .unwrap(),
+    );
+    let file = local_dir.join(c.field("VDI", &copy, "location").as_str().unwrap());
+    let disk = fv_disk::open_disk(&file, Some(fv_disk::Format::Qcow2), true).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    disk.read_at(&mut buf, 0).unwrap();
+    assert!(buf == pattern(1 << 20, 3), "the copy holds the ISO's data");
+
+    // Forget leaves the files.
+    c.ok("SR.forget", &[s(&sr)]);
+    assert!(lib.join("install.iso").exists());
+}
+
+/// A positive NFS test needs an NFS server (kernel nfsd), which runs in the emulated host:
+/// `sr_types::nfs_sr_on_a_kernel_nfs_server`. Here: what fails fails clearly, and nothing
+/// is recorded or left mounted.
+#[test]
+fn an_nfs_sr_that_cannot_be_mounted_is_not_made() {
+    let dir = TempDir::new("nfs-down");
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+    let Value::Array(hosts) = c.ok("host.get_all", &[]) else {
+        panic!()
+    };
+    let create = |config: &[(&str, &str)]| {
+        c.call(
+            "SR.create",
+            &[
+                hosts[0].clone(),
+                Value::Struct(config.iter().map(|(k, v)| (k.to_string(), s(v))).collect()),
+                Value::Int(0),
+                s("nfs"),
+                s(""),
+                s("nfs"),
+                s("user"),
+                Value::Bool(true),
+                Value::Struct(BTreeMap::new()),
+            ],
+        )
+    };
+    let before = c.ok("SR.get_all", &[]);
+    assert_eq!(
+        create(&[("server", "127.0.0.1")]).unwrap_err().code,
+        "OPERATION_NOT_ALLOWED"
+    );
+    assert_eq!(
+        create(&[("server", "-oremount"), ("serverpath", "/x")])
+            .unwrap_err()
+            .code,
+        "INVALID_VALUE"
+    );
+    // Nothing listens on 127.0.0.1:2049 in fvd's network namespace.
+    let err = create(&[("server", "127.0.0.1"), ("serverpath", "/exports/sr")]).unwrap_err();
+    assert_eq!(err.code, "SR_BACKEND_FAILURE_73", "{err:?}");
+    assert!(
+        err.params.iter().any(|p| p.contains("NFS mount error")),
+        "{err:?}"
+    );
+    assert_eq!(c.ok("SR.get_all", &[]), before);
+    let left: Vec<_> = std::fs::read_dir(fvd.data.join("sr-mount"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "mount points left: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(fvd.data.to_str().unwrap()), "{mounts}");
 }

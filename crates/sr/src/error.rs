@@ -23,6 +23,9 @@ pub enum ErrorKind {
     Cancelled,
     /// The host failed, or an image is corrupt: `VDI_IO_ERROR` / `SR_BACKEND_FAILURE`.
     Io,
+    /// The SR type cannot do this at all (a VDI.create on an ISO library, a snapshot of an
+    /// LVM snapshot): `SR_OPERATION_NOT_SUPPORTED`.
+    Unsupported,
 }
 
 /// Errors of the SR driver. Each names the VDI or file; the `#[source]` chain says what the
@@ -51,6 +54,16 @@ pub enum SrError {
         #[source]
         source: io::Error,
     },
+    /// The SR type cannot do this.
+    #[error("{0}")]
+    Unsupported(String),
+    /// An external command (LVM) failed; `stderr` is what it said.
+    #[error("{command} failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
     /// The disk layer failed on an image.
     #[error("cannot {op} VDI {name}")]
     Disk {
@@ -71,6 +84,8 @@ impl SrError {
             SrError::NotFound { .. } => ErrorKind::NotFound,
             SrError::InUse { .. } => ErrorKind::InUse,
             SrError::Cancelled => ErrorKind::Cancelled,
+            SrError::Unsupported(_) => ErrorKind::Unsupported,
+            SrError::Command { .. } => ErrorKind::Io,
             SrError::Io { source, .. } => io_kind(source),
             SrError::Disk { source, .. } => {
                 // The disk layer wraps the host's error; a full filesystem is worth telling.

@@ -1,5 +1,6 @@
 //! The storage driver for file-based SRs (`ext`: a local directory; `nfs`: the same driver on
-//! a mount): qcow2 VDIs, thin, with snapshots, clones, copies, growth and coalescing.
+//! a mount, see [`nfs`]): qcow2 VDIs, thin, with snapshots, clones, copies, growth and
+//! coalescing. ISO libraries ([`iso`]) and LVM SRs ([`lvm`]) have modules of their own.
 //!
 //! It knows nothing of the XenAPI database: it works on a directory and file names, and
 //! returns what fvd must record ([`VdiInfo`]: the file name for `VDI.location`, sizes, the
@@ -52,7 +53,10 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod iso;
+pub mod lvm;
 mod names;
+pub mod nfs;
 mod transfer;
 
 pub use error::{ErrorKind, SrError};
@@ -284,7 +288,8 @@ impl FileSr {
             lock: None,
             path: path.clone(),
         };
-        let file = File::open(&path).map_err(io_err("open", &path))?;
+        // Read-write: on NFS, flock is a POSIX write lock, which needs a writable file.
+        let file = open_rw(&path).map_err(io_err("open", &path))?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io_err("lock", &path)(e.into()))?;
         tmp.lock = Some(file);
@@ -891,23 +896,39 @@ impl FileSr {
         new_uuid: &str,
         progress: &mut dyn FnMut(f64) -> bool,
     ) -> Result<VdiInfo, SrError> {
+        let src = self.open_vdi(vdi)?;
+        dest.import(&*src, new_uuid, progress)
+    }
+
+    /// Opens VDI `vdi` (its chain checked) read-only, to copy what it shows elsewhere.
+    pub fn open_vdi(&self, vdi: &str) -> Result<Box<dyn fv_disk::DiskFile>, SrError> {
+        let _lock = self.lock()?;
+        self.existing(vdi, Role::Vdi)?;
+        self.chain(vdi)?;
+        fv_disk::open_disk(&self.path(vdi), Some(Format::Qcow2), true)
+            .map_err(disk_err("open", vdi))
+    }
+
+    /// A new VDI `<new_uuid>.qcow2` showing what `src` shows (a disk of any SR type), only
+    /// non-zero data written. `progress` as for [`FileSr::copy`]; a cancelled or failed
+    /// import leaves nothing behind.
+    pub fn import(
+        &self,
+        src: &dyn fv_disk::DiskFile,
+        new_uuid: &str,
+        progress: &mut dyn FnMut(f64) -> bool,
+    ) -> Result<VdiInfo, SrError> {
         let new = names::vdi_name(new_uuid)?;
-        let src = {
-            let _lock = self.lock()?;
-            self.existing(vdi, Role::Vdi)?;
-            self.chain(vdi)?;
-            fv_disk::open_disk(&self.path(vdi), Some(Format::Qcow2), true)
-                .map_err(disk_err("open", vdi))?
-        };
+        let size = round_size(&new, src.size())?;
         let tmp = {
-            let _lock = dest.lock()?;
-            dest.absent(&new)?;
-            dest.tmp_image(&new, src.size(), None)?
+            let _lock = self.lock()?;
+            self.absent(&new)?;
+            self.tmp_image(&new, size, None)?
         };
         {
             let dst = fv_disk::open_disk(&tmp.path, Some(Format::Qcow2), false)
                 .map_err(disk_err("open", &new))?;
-            if !transfer::transfer(&*src, &*dst, usize::MAX, 0, progress)
+            if !transfer::transfer(src, &*dst, usize::MAX, 0, progress)
                 .map_err(disk_err("copy into", &new))?
             {
                 return Err(SrError::Cancelled);
@@ -915,12 +936,12 @@ impl FileSr {
             dst.flush().map_err(disk_err("copy into", &new))?;
         }
         {
-            let _lock = dest.lock()?;
-            dest.publish(tmp, &new)?;
+            let _lock = self.lock()?;
+            self.publish(tmp, &new)?;
         }
         // Outside the lock: a caller's progress may wait for something that waits for it.
         progress(1.0);
-        dest.info(&new)
+        self.info(&new)
     }
 
     /// Tidies what interrupted operations left (run when the SR is plugged): removes `.tmp`
@@ -938,7 +959,7 @@ impl FileSr {
                 continue;
             }
             let path = de.path();
-            let Ok(file) = File::open(&path) else {
+            let Ok(file) = open_rw(&path) else {
                 continue;
             };
             let free =
@@ -1011,6 +1032,11 @@ impl FileSr {
         self.chain(name)?;
         self.info(name)
     }
+}
+
+/// Opens `path` for reading and writing (not creating it).
+fn open_rw(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
 }
 
 /// `size` rounded up to 512 bytes; refused above qcow2's practical limit here (256 TiB).

@@ -41,6 +41,10 @@ const HOST_MODULES: &[&str] = &[
 /// Network tests need taps, bridges, VLANs (fvd's VLAN.create) and dummy links (a stand-in
 /// for a physical NIC); the host still works without them.
 const HOST_OPTIONAL: &[&str] = &["tun", "bridge", "8021q", "dummy"];
+/// Storage tests need loop devices, device-mapper with classic snapshots (fvd's lvm SRs),
+/// the NFS server and client (nfs SRs). In the initrd always, loaded only by the tests that
+/// ask ([`crate::load_storage_modules`]): loading them at every boot cost 0.6-1 s under TCG.
+const HOST_STORAGE_MODULES: &[&str] = &["loop", "dm_mod", "dm_snapshot", "nfsd", "nfsv4"];
 /// The NIC driver for port forwarding (`RunOptions::forward`), dependencies included
 /// (failover, net_failover). In the initrd always, loaded only when a run forwards ports,
 /// so that other runs do not pay for it.
@@ -225,7 +229,7 @@ impl Artifacts {
         let guest_dir = dir.join(format!("guest-{}", guest.key()));
         let host_key = initrd_key(
             HOST_INIT,
-            &[HOST_MODULES, HOST_NET_MODULES].concat(),
+            &[HOST_MODULES, HOST_NET_MODULES, HOST_STORAGE_MODULES].concat(),
             &busybox_id,
         );
         let guest_key = initrd_key(GUEST_INIT, GUEST_MODULES, &busybox_id);
@@ -501,8 +505,17 @@ fn build_host(root: &Path, pkg: &Package, busybox: &Path, a: &Artifacts) -> Resu
         .into_iter()
         .filter(|m| !rels.contains(m))
         .collect();
+    let storage: Vec<String> = tree
+        .resolve(HOST_STORAGE_MODULES, HOST_STORAGE_MODULES)?
+        .into_iter()
+        .filter(|m| !rels.contains(m) && !net.contains(m))
+        .collect();
     let mut c = base_initramfs(busybox, &["/host"])?;
-    let groups: [(&str, &[String]); 2] = [("@MODULES@", &rels), ("@NET_MODULES@", &net)];
+    let groups: [(&str, &[String]); 3] = [
+        ("@MODULES@", &rels),
+        ("@NET_MODULES@", &net),
+        ("@STORAGE_MODULES@", &storage),
+    ];
     add_modules_and_init(&mut c, &tree, &groups, HOST_INIT)?;
     write_atomic(&a.host_initrd, &c.finish())
 }

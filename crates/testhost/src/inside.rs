@@ -41,3 +41,34 @@ pub fn run_test_inside(inside_var: &str, name: &str) {
         out.output
     );
 }
+
+/// Inside the emulated host: loads the storage modules (loop, device-mapper with snapshots,
+/// the NFS server and client) that its init leaves unloaded, with `insmod` (Debian `kmod`).
+/// Modules already loaded are skipped. The error names the module and says what `insmod`
+/// said.
+pub fn load_storage_modules() -> Result<(), String> {
+    let dir = std::path::Path::new("/run/fv-testhost");
+    let list = std::fs::read_to_string(dir.join("storage-modules"))
+        .map_err(|e| format!("not in the emulated host? {}: {e}", dir.display()))?;
+    let loaded = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+    for m in list.split_whitespace() {
+        let name = m.trim_end_matches(".ko").replace('-', "_");
+        if loaded
+            .lines()
+            .any(|l| l.split(' ').next() == Some(name.as_str()))
+        {
+            continue;
+        }
+        let out = std::process::Command::new("/sbin/insmod")
+            .arg(dir.join("modules").join(m))
+            .output()
+            .map_err(|e| format!("insmod {m}: {e} (Debian package kmod)"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "insmod {m}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}

@@ -26,7 +26,7 @@ pub use artifacts::{cache_dir, ArtifactName, Artifacts};
 pub use error::Error;
 pub use ext4::mkext4;
 pub use guest::{boot_guest, GuestBoot, GuestBootOptions, GUEST_CMDLINE};
-pub use inside::run_test_inside;
+pub use inside::{load_storage_modules, run_test_inside};
 pub use rootfs::{build_rootfs, ROOTFS_MIB};
 pub use run::{run, run_with, RunOptions, RunOutput};
 pub use tiny::{build_tiny_guest, tiny_guest_sources};

@@ -84,6 +84,18 @@ pub mod codes {
         EVENT_FROM_TOKEN_PARSE_FAILURE ["token"]
         /// An event class subscription could not be parsed.
         EVENT_SUBSCRIPTION_PARSE_FAILURE ["subscription"]
+        /// The SR's type cannot do the operation (a VDI.create on an ISO library).
+        SR_OPERATION_NOT_SUPPORTED ["sr"]
+        /// The SR's backend (LVM, a mount) failed; the message says what it said.
+        SR_BACKEND_FAILURE ["status", "stdout", "stderr"]
+        /// The NFS server or export could not be mounted.
+        SR_BACKEND_FAILURE_73 ["status", "stdout", "stderr"]
+        /// The VBD is not a CD drive: it has no media to insert or eject.
+        VBD_NOT_REMOVABLE_MEDIA ["vbd"]
+        /// The drive already holds media: eject it first.
+        VBD_NOT_EMPTY ["vbd"]
+        /// The drive is empty: there is nothing to eject.
+        VBD_IS_EMPTY ["vbd"]
         /// The call exists in XenAPI but is not implemented here.
         NOT_IMPLEMENTED ["function"]
     }

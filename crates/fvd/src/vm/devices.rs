@@ -18,29 +18,32 @@ fn not_allowed(why: String) -> ApiError {
     ApiError::new(&codes::OPERATION_NOT_ALLOWED, [why])
 }
 
-/// The directory of SR `sr` on this host, from its plugged PBD's `device_config:path`.
+/// The directory of SR `sr` on this host, from its PBD's `device_config`: `path` for a file
+/// SR, `location` for an ISO library; for an NFS SR, its directory on the mounted export.
 pub fn sr_path(tx: &Tx<'_>, sr: &str) -> Result<PathBuf, ApiError> {
+    let key = match text(tx, "SR", sr, "type")?.as_str() {
+        "iso" => "location",
+        "nfs" => {
+            // The export is mounted on <mount root>/<uuid>; the SR is its directory <uuid>.
+            let uuid = text(tx, "SR", sr, "uuid")?;
+            return Ok(crate::storage::nfs_mountpoint(&uuid)?.join(uuid));
+        }
+        _ => "path",
+    };
     for pbd in refs(tx, "SR", sr, "PBDs")? {
-        if let Some(path) = map_get(&tx.get("PBD", &pbd, "device_config")?, "path") {
+        if let Some(path) = map_get(&tx.get("PBD", &pbd, "device_config")?, key) {
             return Ok(PathBuf::from(path));
         }
     }
     let name = text(tx, "SR", sr, "name_label")?;
     Err(not_allowed(format!(
-        "SR {name} has no PBD with a device_config:path on this host"
+        "SR {name} has no PBD with a device_config:{key} on this host"
     )))
 }
 
-/// The file of VDI `vdi` on this host: its SR's directory and its `location`.
+/// The image of VDI `vdi` on this host (a file, or an LVM volume), as fv-vmm opens it.
 pub fn vdi_path(tx: &Tx<'_>, vdi: &str) -> Result<PathBuf, ApiError> {
-    let sr = text(tx, "VDI", vdi, "SR")?;
-    let location = text(tx, "VDI", vdi, "location")?;
-    if location.is_empty() || location.contains('/') {
-        return Err(not_allowed(format!(
-            "VDI {vdi} has no usable location ({location:?})"
-        )));
-    }
-    Ok(sr_path(tx, &sr)?.join(&location))
+    crate::storage::vdi_image(tx, vdi).map(|(path, _)| path)
 }
 
 /// The VM's disks, in `userdevice` order, as fv-vmm's `disks` config.
@@ -58,9 +61,7 @@ pub fn disks(tx: &Tx<'_>, vm: &str) -> Result<Vec<serde_json::Value>, ApiError> 
     vbds.sort();
     let mut out = Vec::new();
     for (_, vbd, vdi) in vbds {
-        let path = vdi_path(tx, &vdi)?;
-        let format =
-            map_get(&tx.get("VDI", &vdi, "sm_config")?, "type").unwrap_or_else(|| "raw".to_owned());
+        let (path, format) = crate::storage::vdi_image(tx, &vdi)?;
         if format != "raw" && format != "qcow2" {
             return Err(not_allowed(format!(
                 "VDI {vdi} is {format}; disks are raw or qcow2"
@@ -79,6 +80,43 @@ pub fn disks(tx: &Tx<'_>, vm: &str) -> Result<Vec<serde_json::Value>, ApiError> 
         }));
     }
     Ok(out)
+}
+
+/// `VBD.insert` (`vdi` given) or `VBD.eject` on a CD drive. The VM must be halted: fv-vmm
+/// cannot change a disk's medium under a running guest yet.
+pub fn change_media(tx: &mut Tx<'_>, vbd: &str, vdi: Option<&str>) -> Result<(), ApiError> {
+    if text(tx, "VBD", vbd, "type")? != "CD" {
+        return Err(ApiError::new(&codes::VBD_NOT_REMOVABLE_MEDIA, [vbd]));
+    }
+    let empty = matches!(tx.get("VBD", vbd, "empty")?, Value::Bool(true));
+    match vdi {
+        Some(_) if !empty => return Err(ApiError::new(&codes::VBD_NOT_EMPTY, [vbd])),
+        None if empty => return Err(ApiError::new(&codes::VBD_IS_EMPTY, [vbd])),
+        _ => {}
+    }
+    if let Some(vdi) = vdi {
+        if !tx.exists("VDI", vdi)? {
+            return Err(ApiError::new(&codes::HANDLE_INVALID, ["VDI", vdi]));
+        }
+    }
+    let vm = text(tx, "VBD", vbd, "VM")?;
+    let state = text(tx, "VM", &vm, "power_state")?;
+    if state != "Halted" {
+        return Err(not_allowed(format!(
+            "VM {vm} is {state}: media can only be changed while it is halted (fv-vmm cannot \
+             swap a disk under a running guest yet)"
+        )));
+    }
+    match vdi {
+        Some(vdi) => {
+            tx.set("VBD", vbd, "VDI", Value::from(vdi))?;
+            tx.set("VBD", vbd, "empty", Value::Bool(false))
+        }
+        None => {
+            tx.set("VBD", vbd, "VDI", Value::from("OpaqueRef:NULL"))?;
+            tx.set("VBD", vbd, "empty", Value::Bool(true))
+        }
+    }
 }
 
 /// A VIF of a VM about to start: its tap's name, its bridge and its MAC.

@@ -891,7 +891,7 @@ impl Vms {
             ("SR", "create") => {
                 let config = args.get(1).cloned().unwrap_or_else(Value::void);
                 db.write(|tx| {
-                    storage::sr_create(
+                    let sr = storage::sr_create(
                         tx,
                         &first,
                         &config,
@@ -900,13 +900,27 @@ impl Vms {
                         &text(5),
                         &text(6),
                         &root,
-                    )
+                    )?;
+                    tx.set("SR", &sr, "shared", Value::Bool(arg_bool(args, 7)))?;
+                    Ok(sr)
                 })
                 .map(Value::String)
             }
             ("SR", "destroy") => void(db.write(|tx| storage::sr_remove(tx, &first, true, &root))),
             ("SR", "forget") => void(db.write(|tx| storage::sr_remove(tx, &first, false, &root))),
             ("SR", "scan") => void(db.write(|tx| storage::sr_scan(tx, &first))),
+            ("SR", "introduce") => db
+                .write(|tx| {
+                    let sr =
+                        storage::sr_introduce(tx, &first, &text(1), &text(2), &text(3), &text(4))?;
+                    tx.set("SR", &sr, "shared", Value::Bool(arg_bool(args, 5)))?;
+                    Ok(sr)
+                })
+                .map(Value::String),
+            ("SR", "probe") => {
+                let config = args.get(1).cloned().unwrap_or_else(Value::void);
+                storage::sr_probe(&config, &text(2)).map(Value::String)
+            }
             ("PBD", "plug") => void(db.write(|tx| storage::pbd_plug(tx, &first, true))),
             ("PBD", "unplug") => void(db.write(|tx| storage::pbd_plug(tx, &first, false))),
             _ => Err(not_implemented(class, msg, "not in this version")),
@@ -1337,6 +1351,15 @@ impl Actions for Vms {
             && matches!(msg.name, "plug" | "unplug" | "unplug_force")
         {
             return self.hotplug(class.name, msg.name, &arg_ref(&args, 0));
+        }
+        if class.name == "VBD" && matches!(msg.name, "insert" | "eject") {
+            let vdi = (msg.name == "insert").then(|| arg_ref(&args, 1));
+            let vbd = arg_ref(&args, 0);
+            return self
+                .api()?
+                .db()
+                .write(|tx| devices::change_media(tx, &vbd, vdi.as_deref()))
+                .map(|()| Value::void());
         }
         if class.name != "VM" {
             return Err(not_implemented(class, msg, "not in this version"));

@@ -54,6 +54,10 @@ mount -t tmpfs tmpfs /host/dev/shm
 # scratch files go to TMPDIR, a tmpfs.
 mount -t tmpfs tmpfs /host/run
 mkdir -p /host/run/tmp
+# Modules only some tests need, for them to load (fv_testhost::load_storage_modules).
+mkdir -p /host/run/fv-testhost/modules
+mount --bind /lib/modules /host/run/fv-testhost/modules
+echo "@STORAGE_MODULES@" > /host/run/fv-testhost/storage-modules
 # Pass the command's bytes through unchanged (no \n -> \r\n on the console).
 stty -opost -echo
 step "running the command at $(cut -d' ' -f1 /proc/uptime) s uptime"

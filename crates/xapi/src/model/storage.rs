@@ -163,6 +163,37 @@ pub static SR_CLASS: Class = Class {
         call("destroy", &[p("sr", SR, "The SR to destroy")], None, OP_ERRS, Role::PoolOperator, "Destroy specified SR, removing SR-record from database and remove SR from disk. (In order to affect this operation the appropriate device_config is read from the specified SR's PBD on current host)").asyn(),
         call("forget", &[p("sr", SR, "The SR to destroy")], None, OP_ERRS, Role::PoolOperator, "Removing specified SR-record from database, without attempting to remove SR from disk").asyn(),
         call("scan", &[p("sr", SR, "The SR to scan")], None, OP_ERRS, Role::VmPowerAdmin, "Refreshes the list of VDIs associated with an SR").asyn(),
+        call(
+            "introduce",
+            &[
+                p("uuid", Ty::String, "The uuid assigned to the introduced SR"),
+                p("name_label", Ty::String, "The name of the new storage repository"),
+                p("name_description", Ty::String, "The description of the new storage repository"),
+                p("type", Ty::String, "The type of the SR; used to specify the SR backend driver to use"),
+                p("content_type", Ty::String, "The type of the new SRs content, if required (e.g. ISOs)"),
+                p("shared", Ty::Bool, "True if the SR (is capable of) being shared by multiple hosts"),
+                p("sm_config", t::STR_MAP, "Storage backend specific configuration options"),
+            ],
+            Some(SR),
+            &[&codes::OPERATION_NOT_ALLOWED],
+            Role::PoolOperator,
+            "Introduce a new Storage Repository into the managed system",
+        )
+        .asyn(),
+        call(
+            "probe",
+            &[
+                p("host", HOST, "The host to create/make the SR on"),
+                p("device_config", t::STR_MAP, "The device config string that will be passed to backend SR driver"),
+                p("type", Ty::String, "The type of the SR; used to specify the SR backend driver to use"),
+                p("sm_config", t::STR_MAP, "Storage backend specific configuration options"),
+            ],
+            Some(Ty::String),
+            &[&codes::OPERATION_NOT_ALLOWED, &codes::SR_BACKEND_FAILURE],
+            Role::PoolOperator,
+            "Perform a backend-specific scan, using the given device_config. If the device_config is complete, then this will return a list of the SRs present of this type on the device, if any. If the device_config is partial, then a backend-specific scan will be performed, returning results that will guide the user in improving the device_config.",
+        )
+        .asyn(),
     ],
     lifecycle: Lifecycle::Internal,
     default_role: Role::PoolOperator,
