@@ -73,6 +73,8 @@ pub fn start(options: &Options) -> Result<Daemon, Error> {
             Err(e) => tracing::warn!("SR at {}: recovery failed: {e}", dir.display()),
         }
     }
+    // Only now, with the SRs recovered, can a disk the last fvd left held be reopened.
+    vms.reopen_held_disks();
     Ok(Daemon { api, host })
 }
 

@@ -542,6 +542,62 @@ fn a_chain_under_a_running_vm_is_shortened_when_it_halts() {
     );
 }
 
+/// fvd killed between holding a running VM's disk and reopening it (the hold done by hand
+/// here, as the dead fvd would have): the restarted fvd reopens it, and the guest's disk
+/// serves again.
+#[test]
+fn a_disk_left_held_by_a_killed_fvd_is_reopened() {
+    let dir = TempDir::new("held");
+    let data_dir = dir.0.join("data");
+    let fvd = Fvd::start(&data_dir);
+    let c = fvd.root();
+    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
+        panic!()
+    };
+    let sr_ref = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
+    let sr_uuid = c.field("SR", sr_ref.as_str().unwrap(), "uuid");
+    let sr = Sr {
+        c: &c,
+        dir: fvd.data.join("sr").join(sr_uuid.as_str().unwrap()),
+        sr: sr_ref.as_str().unwrap().to_owned(),
+    };
+    let vm = c.tiny_vm("held", "spin");
+    let vdi = sr.create("d", 1 << 20);
+    c.ok(
+        "VBD.create",
+        &[Value::Struct(BTreeMap::from([
+            ("VM".to_owned(), s(&vm)),
+            ("VDI".to_owned(), s(&vdi)),
+            ("userdevice".to_owned(), s("0")),
+            ("bootable".to_owned(), Value::Bool(false)),
+            ("mode".to_owned(), s("RW")),
+            ("type".to_owned(), s("Disk")),
+            ("empty".to_owned(), Value::Bool(false)),
+        ]))],
+    );
+    c.ok(
+        "VM.start",
+        &[s(&vm), Value::Bool(false), Value::Bool(false)],
+    );
+    let uuid = c.field("VM", &vm, "uuid");
+    let socket = data_dir
+        .join("vms")
+        .join(uuid.as_str().unwrap())
+        .join("api.sock");
+    let (status, _) =
+        fv_vmmctl::http_request(&socket, "PUT", "/vm/disks/blk0/pause", None).unwrap();
+    assert_eq!(status, 204);
+    assert_eq!(vmm_disks(&fvd, &c, &vm)[0]["paused"], true);
+    drop(sr);
+    drop(c);
+    fvd.kill9();
+    let fvd = Fvd::start(&data_dir);
+    let c = fvd.root();
+    assert_eq!(c.power_state(&vm), "Running", "adopted");
+    assert_eq!(vmm_disks(&fvd, &c, &vm)[0]["paused"], false, "reopened");
+    c.ok("VM.hard_shutdown", &[s(&vm)]);
+}
+
 /// fvd killed (SIGKILL) while it coalesces a deleted snapshot's data into the VDI after it:
 /// the restarted fvd recovers the SR, finishes the coalesce, and the chain is shorter with
 /// the data intact and every file passing `qemu-img check`.

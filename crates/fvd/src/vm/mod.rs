@@ -1180,6 +1180,37 @@ impl Vms {
     /// VMs whose VMM runs are adopted (also a VM recorded halted whose start was cut
     /// short after fv-vmm began), VMs whose VMM ended meanwhile move on as their
     /// `actions_after_*` say. Operations and tasks no daemon carries on are cleared.
+    /// Reopens every disk a running VM's fv-vmm holds: a previous fvd stopped between
+    /// holding a disk and reopening it (`with_disks_held`). The VDI's path is what the
+    /// guest must write now, whether the snapshot or resize was finished (by fv-sr's
+    /// recovery, run before this) or undone; resuming on the open file could write into a
+    /// snapshot's frozen data.
+    pub fn reopen_held_disks(&self) {
+        let running: Vec<Arc<Running>> = lock(&self.inner.running).values().cloned().collect();
+        for r in running {
+            let info = match lock(&r.vmm).info() {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!("VM {}: {e}", r.vm);
+                    continue;
+                }
+            };
+            let held = info["devices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| d["paused"] == serde_json::Value::Bool(true))
+                .filter_map(|d| d["id"].as_str().map(str::to_owned));
+            for id in held {
+                let path = format!("/vm/disks/{id}/reopen");
+                match lock(&r.vmm).request("PUT", &path, None) {
+                    Ok(_) => tracing::info!("VM {}: disk {id}, left held, reopened", r.vm),
+                    Err(e) => tracing::error!("VM {}: disk {id} stays held: {e}", r.vm),
+                }
+            }
+        }
+    }
+
     pub fn reconcile(&self) -> Result<(), ApiError> {
         let db = self.api()?.db();
         db.write(ops::clear_all)?;
