@@ -649,17 +649,19 @@ fn inside_guest_data_survives_snapshot_clone_revert_copy_resize_export_and_impor
 }
 
 #[test]
-fn vif_plug_and_unplug_on_a_running_guest() {
-    fv_testhost::run_test_inside(INSIDE, "inside_vif_plug_and_unplug_on_a_running_guest");
+fn nics_and_discs_change_on_a_running_guest() {
+    fv_testhost::run_test_inside(INSIDE, "inside_nics_and_discs_change_on_a_running_guest");
 }
 
 /// `VIF.plug` on a running Debian guest: fv-vmm puts a virtio-net device in a free PCI slot
 /// and tells the guest through ACPI; the guest's kernel finds the NIC with the VIF's MAC,
 /// and it reaches an address on the host side of the network's bridge. `VIF.unplug` takes
-/// it away again (the guest ejects it), and it can be plugged once more.
+/// it away again (the guest ejects it), and it can be plugged once more. A disc inserted
+/// into an empty CD drive of the running VM shows its size and data to the guest; ejected,
+/// the drive is empty again.
 #[test]
 #[ignore = "runs inside the emulated host, started by the test of the same name"]
-fn inside_vif_plug_and_unplug_on_a_running_guest() {
+fn inside_nics_and_discs_change_on_a_running_guest() {
     let Some(vmlinux) =
         std::env::var_os(INSIDE).map(|_| PathBuf::from(std::env::var_os("FV_VMLINUX").unwrap()))
     else {
@@ -694,6 +696,43 @@ fn inside_vif_plug_and_unplug_on_a_running_guest() {
     };
     let network = c.ok("network.create", &[record(&[("name_label", s("hot"))])]);
     let network = network.as_str().unwrap().to_owned();
+    // An ISO library with one disc, and an empty CD drive (device 3: the guest's vdb).
+    let library = dir.0.join("isos");
+    std::fs::create_dir_all(&library).unwrap();
+    let disc: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(library.join("disc.iso"), &disc).unwrap();
+    let Value::Array(hosts) = c.ok("host.get_all", &[]) else {
+        panic!()
+    };
+    let iso_sr = c.ok(
+        "SR.create",
+        &[
+            hosts[0].clone(),
+            record(&[("location", s(library.to_str().unwrap()))]),
+            Value::Int(0),
+            s("isos"),
+            s(""),
+            s("iso"),
+            s("iso"),
+            Value::Bool(false),
+            record(&[]),
+        ],
+    );
+    let Value::Array(iso_vdis) = c.field("SR", iso_sr.as_str().unwrap(), "VDIs") else {
+        panic!()
+    };
+    let cd = c.ok(
+        "VBD.create",
+        &[record(&[
+            ("VM", s(&vm)),
+            ("VDI", s("OpaqueRef:NULL")),
+            ("userdevice", s("3")),
+            ("bootable", Value::Bool(false)),
+            ("mode", s("RO")),
+            ("type", s("CD")),
+            ("empty", Value::Bool(true)),
+        ])],
+    );
     let uuid = c.field("VM", &vm, "uuid");
     let run_dir = fvd.data.join("vms").join(uuid.as_str().unwrap());
     c.ok("VM.start", &[s(&vm), Value::Bool(true), Value::Bool(false)]);
@@ -776,6 +815,41 @@ fn inside_vif_plug_and_unplug_on_a_running_guest() {
     while !run_or_explain(&fvd, &mut console, &find).contains("/sys/class/net/") {
         assert!(Instant::now() < deadline, "the NIC did not come back");
         std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // A disc inserted into the empty CD drive: the guest sees its size and reads its data;
+    // ejected, the drive is empty again.
+    let size_of_vdb = "cat /sys/block/vdb/size";
+    assert!(
+        run_or_explain(&fvd, &mut console, size_of_vdb)
+            .lines()
+            .any(|l| l.trim() == "0"),
+        "the empty drive"
+    );
+    c.ok("VBD.insert", &[cd.clone(), iso_vdis[0].clone()]);
+    let sectors = (disc.len() / 512).to_string();
+    let deadline = Instant::now() + GUEST_TIMEOUT;
+    while !run_or_explain(&fvd, &mut console, size_of_vdb)
+        .lines()
+        .any(|l| l.trim() == sectors)
+    {
+        assert!(Instant::now() < deadline, "the guest never saw the disc");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let read = run_or_explain(
+        &fvd,
+        &mut console,
+        "dd if=/dev/vdb bs=64k 2>/dev/null | md5sum",
+    );
+    assert_eq!(md5s(&read), [md5(&disc)], "{read}");
+    c.ok("VBD.eject", &[cd]);
+    let deadline = Instant::now() + GUEST_TIMEOUT;
+    while !run_or_explain(&fvd, &mut console, size_of_vdb)
+        .lines()
+        .any(|l| l.trim() == "0")
+    {
+        assert!(Instant::now() < deadline, "the guest never saw the eject");
+        std::thread::sleep(Duration::from_millis(200));
     }
     c.ok("VM.hard_shutdown", &[s(&vm)]);
 }

@@ -805,7 +805,8 @@ fn an_iso_library_gives_read_only_cds() {
     );
     assert_eq!(vdis(&c).len(), 2);
 
-    // A CD drive with the ISO, and an empty one: one read-only raw disk for fv-vmm.
+    // A CD drive with the ISO, and an empty one: two read-only raw disks for fv-vmm, the
+    // empty one of no size.
     let vm = c.tiny_vm("cd", "spin");
     let vbd = |device: &str, vdi: &str, empty: bool| {
         let v = c.ok(
@@ -828,22 +829,25 @@ fn an_iso_library_gives_read_only_cds() {
         "VM.start",
         &[s(&vm), Value::Bool(false), Value::Bool(false)],
     );
-    let disks: Vec<serde_json::Value> = vmm_devices(&fvd, &c, &vm)
-        .into_iter()
-        .filter(|d| d["kind"] == "virtio-blk")
-        .collect();
-    assert_eq!(disks.len(), 1, "{disks:?}");
-    assert_eq!(disks[0]["readonly"], true, "{disks:?}");
+    let drives = |c: &Client| -> Vec<serde_json::Value> {
+        vmm_devices(&fvd, c, &vm)
+            .into_iter()
+            .filter(|d| d["kind"] == "virtio-blk")
+            .collect()
+    };
+    let iso_len = |name: &str| std::fs::metadata(lib.join(name)).unwrap().len();
+    let disks = drives(&c);
+    assert_eq!(disks.len(), 2, "{disks:?}");
+    assert!(disks.iter().all(|d| d["readonly"] == true), "{disks:?}");
     assert_eq!(
         disks[0]["path"].as_str(),
         lib.join("install.iso").to_str(),
         "{disks:?}"
     );
-    // Media change needs a halted VM.
-    assert_eq!(c.err("VBD.eject", &[s(&cd)]).code, "OPERATION_NOT_ALLOWED");
-    c.ok("VM.hard_shutdown", &[s(&vm)]);
+    assert_eq!(disks[0]["size"], iso_len("install.iso"), "{disks:?}");
+    assert_eq!(disks[1]["size"], 0, "the empty drive: {disks:?}");
 
-    // Eject and insert on the halted VM.
+    // Media changed while the VM runs: fv-vmm swaps the drive's image.
     assert_eq!(c.err("VBD.eject", &[s(&empty_cd)]).code, "VBD_IS_EMPTY");
     let tools = found["tools.iso"].clone();
     assert_eq!(
@@ -852,23 +856,37 @@ fn an_iso_library_gives_read_only_cds() {
     );
     c.ok("VBD.eject", &[s(&cd)]);
     assert_eq!(c.field("VBD", &cd, "empty"), Value::Bool(true));
+    assert_eq!(drives(&c)[0]["size"], 0, "ejected");
     c.ok("VBD.insert", &[s(&empty_cd), s(&tools)]);
     assert_eq!(c.field("VBD", &empty_cd, "VDI"), s(&tools));
+    let disks = drives(&c);
+    assert_eq!(
+        disks[1]["path"].as_str(),
+        lib.join("tools.iso").to_str(),
+        "{disks:?}"
+    );
+    assert_eq!(disks[1]["size"], iso_len("tools.iso"));
+    c.ok("VM.hard_shutdown", &[s(&vm)]);
+
+    // And on the halted VM; the next start has the media as they were left.
+    c.ok("VBD.insert", &[s(&cd), s(&install)]);
     c.ok(
         "VM.start",
         &[s(&vm), Value::Bool(false), Value::Bool(false)],
     );
-    let disks: Vec<serde_json::Value> = vmm_devices(&fvd, &c, &vm)
-        .into_iter()
-        .filter(|d| d["kind"] == "virtio-blk")
-        .collect();
-    assert_eq!(disks.len(), 1, "{disks:?}");
+    let disks = drives(&c);
     assert_eq!(
         disks[0]["path"].as_str(),
+        lib.join("install.iso").to_str(),
+        "{disks:?}"
+    );
+    assert_eq!(
+        disks[1]["path"].as_str(),
         lib.join("tools.iso").to_str(),
         "{disks:?}"
     );
     c.ok("VM.hard_shutdown", &[s(&vm)]);
+    c.ok("VBD.eject", &[s(&cd)]);
 
     // A file removed and one added: the scan follows; the drive that held it is empty.
     std::fs::remove_file(lib.join("tools.iso")).unwrap();

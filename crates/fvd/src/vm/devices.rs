@@ -6,7 +6,7 @@
 //! named after the VM and the VIF's device, on its network's bridge; fv-vmm attaches to
 //! it, and fvd removes it when the VM halts.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::fields::{map_get, refs, text};
 use fv_xapi::db::Tx;
@@ -47,12 +47,17 @@ pub fn vdi_path(tx: &Tx<'_>, vdi: &str) -> Result<PathBuf, ApiError> {
 }
 
 /// The VM's disks, in `userdevice` order, as fv-vmm's `disks` config.
-pub fn disks(tx: &Tx<'_>, vm: &str) -> Result<Vec<serde_json::Value>, ApiError> {
+///
+/// An empty CD drive is a read-only disk of no size on a file of its own in `media_dir`
+/// (see [`empty_media`]), so that media can be inserted while the VM runs: fv-vmm reopens
+/// the drive on the ISO, and the guest sees its size change.
+pub fn disks(tx: &Tx<'_>, vm: &str, media_dir: &Path) -> Result<Vec<serde_json::Value>, ApiError> {
     let mut vbds = Vec::new();
     for vbd in refs(tx, "VM", vm, "VBDs")? {
         let vdi = text(tx, "VBD", &vbd, "VDI")?;
         let empty = matches!(tx.get("VBD", &vbd, "empty")?, Value::Bool(true));
-        if empty || !tx.exists("VDI", &vdi)? {
+        let cd = text(tx, "VBD", &vbd, "type")? == "CD";
+        if (empty || !tx.exists("VDI", &vdi)?) && !cd {
             continue;
         }
         let userdevice = text(tx, "VBD", &vbd, "userdevice")?;
@@ -61,6 +66,14 @@ pub fn disks(tx: &Tx<'_>, vm: &str) -> Result<Vec<serde_json::Value>, ApiError> 
     vbds.sort();
     let mut out = Vec::new();
     for (_, vbd, vdi) in vbds {
+        if !tx.exists("VDI", &vdi)? || matches!(tx.get("VBD", &vbd, "empty")?, Value::Bool(true)) {
+            out.push(json!({
+                "path": empty_media(tx, &vbd, media_dir)?,
+                "format": "raw",
+                "readonly": true,
+            }));
+            continue;
+        }
         let (path, format) = crate::storage::vdi_image(tx, &vdi)?;
         if format != "raw" && format != "qcow2" {
             return Err(not_allowed(format!(
@@ -82,9 +95,31 @@ pub fn disks(tx: &Tx<'_>, vm: &str) -> Result<Vec<serde_json::Value>, ApiError> 
     Ok(out)
 }
 
-/// `VBD.insert` (`vdi` given) or `VBD.eject` on a CD drive. The VM must be halted: fv-vmm
-/// cannot change a disk's medium under a running guest yet.
-pub fn change_media(tx: &mut Tx<'_>, vbd: &str, vdi: Option<&str>) -> Result<(), ApiError> {
+/// The file an empty CD drive `vbd` shows: no bytes, `media_dir/<VBD uuid>.empty`, made if
+/// missing (one per drive, so that fv-vmm's disks are told apart by their paths).
+pub fn empty_media(tx: &Tx<'_>, vbd: &str, media_dir: &Path) -> Result<PathBuf, ApiError> {
+    let uuid = text(tx, "VBD", vbd, "uuid")?;
+    let path = media_dir.join(format!("{uuid}.empty"));
+    if !path.exists() {
+        std::fs::create_dir_all(media_dir)
+            .and_then(|()| std::fs::File::create(&path).map(drop))
+            .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+    }
+    Ok(path)
+}
+
+/// What CD drive `vbd` shows now: its VDI's image, or its empty file.
+pub fn media_path(tx: &Tx<'_>, vbd: &str, media_dir: &Path) -> Result<PathBuf, ApiError> {
+    let vdi = text(tx, "VBD", vbd, "VDI")?;
+    if matches!(tx.get("VBD", vbd, "empty")?, Value::Bool(true)) || !tx.exists("VDI", &vdi)? {
+        return empty_media(tx, vbd, media_dir);
+    }
+    crate::storage::vdi_image(tx, &vdi).map(|(path, _)| path)
+}
+
+/// Checks a media change (`VBD.insert` with `vdi`, `VBD.eject` without): the drive is a
+/// CD, holds media exactly when ejecting, and the VDI exists.
+pub fn check_media_change(tx: &Tx<'_>, vbd: &str, vdi: Option<&str>) -> Result<(), ApiError> {
     if text(tx, "VBD", vbd, "type")? != "CD" {
         return Err(ApiError::new(&codes::VBD_NOT_REMOVABLE_MEDIA, [vbd]));
     }
@@ -99,14 +134,12 @@ pub fn change_media(tx: &mut Tx<'_>, vbd: &str, vdi: Option<&str>) -> Result<(),
             return Err(ApiError::new(&codes::HANDLE_INVALID, ["VDI", vdi]));
         }
     }
-    let vm = text(tx, "VBD", vbd, "VM")?;
-    let state = text(tx, "VM", &vm, "power_state")?;
-    if state != "Halted" {
-        return Err(not_allowed(format!(
-            "VM {vm} is {state}: media can only be changed while it is halted (fv-vmm cannot \
-             swap a disk under a running guest yet)"
-        )));
-    }
+    Ok(())
+}
+
+/// Records a media change in the database (the running VM's drive, if any, already swapped).
+pub fn set_media(tx: &mut Tx<'_>, vbd: &str, vdi: Option<&str>) -> Result<(), ApiError> {
+    check_media_change(tx, vbd, vdi)?;
     match vdi {
         Some(vdi) => {
             tx.set("VBD", vbd, "VDI", Value::from(vdi))?;

@@ -236,7 +236,7 @@ impl Vms {
             Ok((
                 tx.record("VM", vm)?,
                 get_str(tx, "VM", vm, "uuid")?,
-                devices::disks(tx, vm)?,
+                devices::disks(tx, vm, &self.media_dir())?,
                 devices::nics(tx, vm)?,
             ))
         })?;
@@ -861,6 +861,65 @@ impl Vms {
         Ok(())
     }
 
+    /// `VBD.insert` (`vdi` given) or `VBD.eject` on a CD drive. On a running or paused VM
+    /// fv-vmm reopens the drive on the ISO, or on the drive's empty file (see
+    /// `devices::disks`); the guest sees the medium's size change.
+    fn change_media(&self, vbd: &str, vdi: Option<&str>) -> Result<(), ApiError> {
+        let db = self.api()?.db();
+        let media_dir = self.media_dir();
+        let (vm, state, from, to) = db.read(|tx| {
+            devices::check_media_change(tx, vbd, vdi)?;
+            let vm = get_str(tx, "VBD", vbd, "VM")?;
+            let state = get_str(tx, "VM", &vm, "power_state")?;
+            let from = devices::media_path(tx, vbd, &media_dir)?;
+            let to = match vdi {
+                Some(vdi) => crate::storage::vdi_image(tx, vdi)?,
+                None => (devices::empty_media(tx, vbd, &media_dir)?, "raw".to_owned()),
+            };
+            Ok((vm, state, from, to))
+        })?;
+        if state == "Running" || state == "Paused" {
+            let r = self.instance(&vm)?;
+            let info = lock(&r.vmm)
+                .info()
+                .map_err(|e| internal(format!("VM {vm}: {e}")))?;
+            let id = info["devices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|d| d["path"].as_str() == from.to_str())
+                .and_then(|d| d["id"].as_str())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        &codes::OPERATION_NOT_ALLOWED,
+                        [format!(
+                            "VM {vm} has no drive for VBD {vbd} (it was made after the VM \
+                             started): restart the VM"
+                        )],
+                    )
+                })?
+                .to_owned();
+            let body = serde_json::json!({ "path": to.0, "format": to.1 });
+            lock(&r.vmm)
+                .request("PUT", &format!("/vm/disks/{id}/reopen"), Some(&body))
+                .map_err(|e| internal(format!("VM {vm}: changing the medium of {id}: {e}")))?;
+        } else if state != "Halted" {
+            return Err(ApiError::new(
+                &codes::VM_BAD_POWER_STATE,
+                [vm.as_str(), "halted", &state.to_lowercase()],
+            ));
+        }
+        db.write(|tx| devices::set_media(tx, vbd, vdi))
+    }
+
+    /// Where empty CD drives' files live: DATA_DIR/media.
+    fn media_dir(&self) -> PathBuf {
+        self.inner
+            .run_root
+            .parent()
+            .map_or_else(|| self.inner.run_root.join("media"), |d| d.join("media"))
+    }
+
     /// Where the SRs fvd makes without a `device_config:path` live: DATA_DIR/sr.
     fn sr_root(&self) -> PathBuf {
         self.inner
@@ -1387,9 +1446,7 @@ impl Actions for Vms {
             let vdi = (msg.name == "insert").then(|| arg_ref(&args, 1));
             let vbd = arg_ref(&args, 0);
             return self
-                .api()?
-                .db()
-                .write(|tx| devices::change_media(tx, &vbd, vdi.as_deref()))
+                .change_media(&vbd, vdi.as_deref())
                 .map(|()| Value::void());
         }
         if class.name != "VM" {
