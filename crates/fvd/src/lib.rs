@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod bootstrap;
+mod console;
 mod daemon;
 mod error;
 mod fields;
@@ -20,6 +21,7 @@ mod storage;
 mod tls;
 mod transfer;
 mod vm;
+mod web;
 
 pub use daemon::{run, Daemon};
 pub use error::Error;

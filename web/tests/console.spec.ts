@@ -1,0 +1,162 @@
+import { test, expect, Page } from "@playwright/test";
+
+const root = process.env.FV_ROOT_PASSWORD ?? "";
+const roUser = process.env.FV_READONLY_USER ?? "";
+const roPassword = process.env.FV_READONLY_PASSWORD ?? "";
+const shots = process.env.FV_ARTIFACTS ?? "test-artifacts";
+
+async function login(page: Page, user: string, password: string): Promise<void> {
+  await page.goto("/");
+  await page.getByLabel("User").fill(user);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await expect(page.locator("#who")).toContainText(user);
+}
+
+function vmNode(page: Page, name: string) {
+  return page.locator("#tree button.node", { hasText: name }).first();
+}
+
+test("a wrong password is refused in words", async ({ page }) => {
+  await page.goto("/");
+  await page.getByLabel("User").fill("root");
+  await page.getByLabel("Password").fill("not the password");
+  await page.getByRole("button", { name: "Log in" }).click();
+  await expect(page.locator("#login-error")).toHaveText("The user name or password is wrong.");
+  await page.screenshot({ path: `${shots}/login-error.png` });
+});
+
+test("root starts a VM, types on its console and shuts it down", async ({ page }) => {
+  await login(page, "root", root);
+  await expect(page.locator("#role")).toHaveText("pool-admin");
+  // The tree: pool, host, VMs, templates, storage, networks.
+  await expect(vmNode(page, "echo-vm")).toBeVisible();
+  await expect(page.locator("#tree-srs")).toContainText("Local storage");
+  await expect(page.locator("#tree-networks")).toContainText("Host internal network");
+  await page.screenshot({ path: `${shots}/tree.png` });
+
+  // Search filters by name.
+  await page.getByLabel("Filter resources by name").fill("echo");
+  await expect(vmNode(page, "echo-vm")).toBeVisible();
+  await expect(vmNode(page, "broken-vm")).toHaveCount(0);
+  await page.getByLabel("Filter resources by name").fill("");
+
+  await vmNode(page, "echo-vm").click();
+  await expect(page.locator("#power-state")).toHaveText("Halted");
+  await expect(page.locator("#fact-memory")).toHaveText("64 MiB");
+  await expect(page.locator("#fact-vcpus")).toHaveText("1");
+  await expect(page.locator('[data-op="clean_shutdown"]')).toBeDisabled();
+
+  // Start: the state changes on the page through event.from, with no reload.
+  await page.locator('[data-op="start"]').click();
+  await expect(page.locator("#power-state")).toHaveText("Running");
+  await expect(page.locator("#fact-uptime")).toHaveText(/^\d\d:\d\d:\d\d$/);
+  await expect(page.locator('[data-op="start"]')).toBeDisabled();
+  await expect(vmNode(page, "echo-vm").locator(".dot.running")).toHaveCount(1);
+  await page.screenshot({ path: `${shots}/vm-general.png` });
+
+  // The console: the echo guest answers what is typed, upper-cased.
+  await page.getByRole("tab", { name: "Console" }).click();
+  await expect(page.locator(".console-status")).toContainText("Connected: type");
+  const terminal = page.getByTestId("terminal");
+  await terminal.click();
+  await page.keyboard.type("hello ferrovisor");
+  await expect(terminal).toContainText("HELLO FERROVISOR");
+  // Paste goes through as well.
+  await page.evaluate(() => {
+    const data = new DataTransfer();
+    data.setData("text/plain", "pasted");
+    const target = document.querySelector(".terminal textarea") as HTMLTextAreaElement;
+    target.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }));
+  });
+  await expect(terminal).toContainText("PASTED");
+  await page.screenshot({ path: `${shots}/vm-console.png` });
+
+  // Edit the description on the General tab.
+  await page.getByRole("tab", { name: "General" }).click();
+  await page.locator("#vm-description").fill("answers in capitals");
+  await page.getByRole("button", { name: "Save" }).click();
+  await expect(page.locator("#vm-description")).toHaveValue("answers in capitals");
+
+  // Force shut down asks first; Cancel changes nothing.
+  await page.locator('[data-op="hard_shutdown"]').click();
+  await expect(page.getByRole("dialog")).toContainText("pulling its power cord");
+  await page.screenshot({ path: `${shots}/confirm.png` });
+  await page.locator("#confirm-no").click();
+  await expect(page.locator("#power-state")).toHaveText("Running");
+  await page.locator('[data-op="hard_shutdown"]').click();
+  await page.locator("#confirm-yes").click();
+  await expect(page.locator("#power-state")).toHaveText("Halted");
+  await expect(page.locator('[data-op="start"]')).toBeEnabled();
+});
+
+test("the console reconnects after the VM restarts", async ({ page }) => {
+  await login(page, "root", root);
+  await vmNode(page, "echo-vm").click();
+  await page.locator('[data-op="start"]').click();
+  await expect(page.locator("#power-state")).toHaveText("Running");
+  await page.getByRole("tab", { name: "Console" }).click();
+  await expect(page.locator(".console-status")).toContainText("Connected: type");
+  const terminal = page.getByTestId("terminal");
+  await terminal.click();
+  await page.keyboard.type("first");
+  await expect(terminal).toContainText("FIRST");
+  // Another client's force shut down and start: the page follows and reconnects.
+  await page.evaluate(async () => {
+    const s = JSON.parse(sessionStorage.getItem("fv-session") ?? "{}") as { ref: string };
+    const call = async (method: string, params: unknown[]) => {
+      const r = await fetch("/jsonrpc", {
+        method: "POST",
+        body: JSON.stringify({ jsonrpc: "2.0", method, params: [s.ref, ...params], id: 1 }),
+      });
+      return ((await r.json()) as { result: unknown }).result;
+    };
+    const vm = ((await call("VM.get_by_name_label", ["echo-vm"])) as string[])[0];
+    await call("VM.hard_shutdown", [vm]);
+    await call("VM.start", [vm, false, false]);
+  });
+  await expect(page.locator(".console-status")).toContainText("Connected: type");
+  await terminal.click();
+  await page.keyboard.type("second");
+  await expect(terminal).toContainText("SECOND");
+  await page.getByRole("tab", { name: "General" }).click();
+  await page.locator('[data-op="hard_shutdown"]').click();
+  await page.locator("#confirm-yes").click();
+  await expect(page.locator("#power-state")).toHaveText("Halted");
+});
+
+test("a failing action shows its error in words in the task panel", async ({ page }) => {
+  await login(page, "root", root);
+  await vmNode(page, "broken-vm").click();
+  await page.locator('[data-op="start"]').click();
+  const failure = page.locator("#tasks .task.failed").first();
+  await expect(failure).toContainText("Start broken-vm");
+  await expect(failure.locator(".task-error")).not.toBeEmpty();
+  await expect(page.locator("#power-state")).toHaveText("Halted");
+  await page.screenshot({ path: `${shots}/task-failure.png` });
+});
+
+test("a read-only user sees the lifecycle buttons disabled, with the reason", async ({ page }) => {
+  await login(page, roUser, roPassword);
+  await expect(page.locator("#role")).toHaveText("read-only");
+  await vmNode(page, "echo-vm").click();
+  for (const op of ["start", "clean_shutdown", "hard_shutdown", "clean_reboot", "pause", "unpause", "clone", "destroy"]) {
+    await expect(page.locator(`[data-op="${op}"]`)).toBeDisabled();
+  }
+  await expect(page.locator("#role-reason")).toContainText("read-only");
+  await expect(page.locator("#role-reason")).toContainText("vm-operator");
+  await expect(page.locator("#vm-name")).toBeDisabled();
+  await page.screenshot({ path: `${shots}/read-only.png` });
+  await page.locator("#logout").click();
+  await expect(page.getByRole("button", { name: "Log in" })).toBeVisible();
+});
+
+test("the console fits a phone", async ({ page }) => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  await login(page, "root", root);
+  await vmNode(page, "echo-vm").click();
+  await expect(page.locator("#power-state")).toBeVisible();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+  expect(overflow).toBe(false);
+  await page.screenshot({ path: `${shots}/phone.png`, fullPage: true });
+});
