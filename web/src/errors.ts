@@ -25,7 +25,7 @@ const EXPLAIN: Record<string, (p: string[]) => string> = {
   FIELD_TYPE_ERROR: (p) => `The field ${p[0] ?? "?"} has the wrong type.`,
   TASK_CANCELLED: () => "The task was cancelled.",
   NOT_IMPLEMENTED: (p) => `Ferrovisor does not implement ${p[0] ?? "this"} yet.`,
-  INTERNAL_ERROR: (p) => `fvd failed internally: ${p[0] ?? "no details"}.`,
+  INTERNAL_ERROR: (p) => `fvd could not do it: ${p[0] ?? "no details were given"}.`,
   NETWORK_ERROR: () => "fvd cannot be reached: the network or fvd is down.",
   HTTP_ERROR: (p) => `fvd answered with an HTTP error (${p[0] ?? "?"}).`,
   DEVICE_ALREADY_ATTACHED: (p) => `The device ${p[0] ?? ""} is already attached.`,

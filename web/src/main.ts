@@ -195,7 +195,7 @@ class App {
 
     const hostItems = hosts.map(([ref, host]) => {
       const mine = real.filter(([, vm]) => vm.resident_on === ref || vm.power_state === "Halted" || !vm.resident_on);
-      const li = this.item("host", ref, host);
+      const li = this.item("host", ref, host, "host");
       const sub = h("ul", { role: "group" }, mine.map(([r, vm]) => this.item("vm", r, vm)));
       if (mine.length === 0 && q) sub.append(h("li", { class: "muted" }, "No VMs match"));
       li.append(sub);
@@ -342,7 +342,7 @@ class VmView {
       this.nameInput,
       h("label", { for: "vm-description" }, "Description"),
       this.descInput,
-      h("div", {}, this.saveButton, cantEdit ? h("span", { class: "reason" }, cantEdit) : null),
+      h("div", { class: "save" }, this.saveButton, cantEdit ? h("span", { class: "reason" }, cantEdit) : null),
     );
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();

@@ -33,6 +33,7 @@ test("root starts a VM, types on its console and shuts it down", async ({ page }
   await expect(vmNode(page, "echo-vm")).toBeVisible();
   await expect(page.locator("#tree-srs")).toContainText("Local storage");
   await expect(page.locator("#tree-networks")).toContainText("Host internal network");
+  await expect(page.locator("#tree-templates")).toContainText("echo-template");
   await page.screenshot({ path: `${shots}/tree.png` });
 
   // Search filters by name.
@@ -78,6 +79,12 @@ test("root starts a VM, types on its console and shuts it down", async ({ page }
   await page.getByRole("button", { name: "Save" }).click();
   await expect(page.locator("#vm-description")).toHaveValue("answers in capitals");
 
+  // Pause and resume.
+  await page.locator('[data-op="pause"]').click();
+  await expect(page.locator("#power-state")).toHaveText("Paused");
+  await page.locator('[data-op="unpause"]').click();
+  await expect(page.locator("#power-state")).toHaveText("Running");
+
   // Force shut down asks first; Cancel changes nothing.
   await page.locator('[data-op="hard_shutdown"]').click();
   await expect(page.getByRole("dialog")).toContainText("pulling its power cord");
@@ -88,6 +95,40 @@ test("root starts a VM, types on its console and shuts it down", async ({ page }
   await page.locator("#confirm-yes").click();
   await expect(page.locator("#power-state")).toHaveText("Halted");
   await expect(page.locator('[data-op="start"]')).toBeEnabled();
+});
+
+test("clone a halted VM, then delete the clone after confirming", async ({ page }) => {
+  await login(page, "root", root);
+  await vmNode(page, "echo-vm").click();
+  await expect(page.locator("#power-state")).toHaveText("Halted");
+  await page.locator('[data-op="clone"]').click();
+  await expect(vmNode(page, "echo-vm (clone)")).toBeVisible();
+  await vmNode(page, "echo-vm (clone)").click();
+  await expect(page.locator("h1")).toHaveText("echo-vm (clone)");
+  await page.locator('[data-op="destroy"]').click();
+  await expect(page.getByRole("dialog")).toContainText("removes the VM");
+  await page.locator("#confirm-yes").click();
+  await expect(vmNode(page, "echo-vm (clone)")).toHaveCount(0);
+});
+
+test("a running task shows its progress and can be cancelled", async ({ page }) => {
+  await login(page, "root", root);
+  await vmNode(page, "echo-vm").click();
+  await page.locator('[data-op="start"]').click();
+  await expect(page.locator("#power-state")).toHaveText("Running");
+  // The echo guest ignores the power button: the clean shutdown waits for it.
+  await page.locator('[data-op="clean_shutdown"]').click();
+  const task = page.locator("#tasks .task.running").first();
+  await expect(task).toContainText("Shut down echo-vm");
+  await expect(task.locator("progress")).toBeVisible();
+  await page.screenshot({ path: `${shots}/task-running.png` });
+  await task.getByRole("button", { name: "Cancel" }).click();
+  await expect(page.locator("#tasks .task.failed").first()).toContainText("The task was cancelled.");
+  await expect(page.locator("#tasks .task.running")).toHaveCount(0);
+  await expect(page.locator("#power-state")).toHaveText("Running");
+  await page.locator('[data-op="hard_shutdown"]').click();
+  await page.locator("#confirm-yes").click();
+  await expect(page.locator("#power-state")).toHaveText("Halted");
 });
 
 test("the console reconnects after the VM restarts", async ({ page }) => {

@@ -186,6 +186,8 @@ fn the_browser_tests_pass() {
         "VM.set_PV_kernel",
         &[s(&broken), s("/nonexistent/ferrovisor-test-kernel")],
     );
+    let template = c.tiny_vm("echo-template", "echo");
+    c.ok("VM.set_is_a_template", &[s(&template), Value::Bool(true)]);
     c.ok(
         "user.create_local",
         &[s("viewer"), s("viewer-password"), s("read-only")],
@@ -198,6 +200,12 @@ fn the_browser_tests_pass() {
     let npx = Command::new("nsenter")
         .arg(format!("--net=/proc/{}/ns/net", fvd.pid()))
         .args(["npx", "--no-install", "playwright", "test"])
+        // E.g. FV_PLAYWRIGHT_ARGS="--grep console" to run some of them.
+        .args(
+            std::env::var("FV_PLAYWRIGHT_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .current_dir(&web)
         .env("FV_URL", &fvd.tcp)
         .env("FV_ROOT_PASSWORD", ROOT_PASSWORD)
