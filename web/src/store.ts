@@ -6,9 +6,8 @@ import { Rec, Session, XenApiError } from "./api";
 
 export const CLASSES = ["pool", "host", "VM", "VM_metrics", "SR", "network", "task"];
 
-/** event.from's timeout in seconds. Fractional on purpose: JSON writes 30.0 as 30, an int,
- * and the timeout parameter is a float. */
-const EVENT_TIMEOUT = 29.5;
+/** How long one event.from call waits for a change, in seconds. */
+const EVENT_TIMEOUT = 30;
 
 export class Store {
   /** Records by lower-case class name, then by reference. */

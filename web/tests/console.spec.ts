@@ -13,6 +13,11 @@ async function login(page: Page, user: string, password: string): Promise<void> 
   await expect(page.locator("#who")).toContainText(user);
 }
 
+/** The terminal's screen (xterm.js renders rows of text into the DOM). */
+function screen(page: Page) {
+  return page.locator(".terminal .xterm-rows");
+}
+
 function vmNode(page: Page, name: string) {
   return page.locator("#tree button.node", { hasText: name }).first();
 }
@@ -62,7 +67,7 @@ test("root starts a VM, types on its console and shuts it down", async ({ page }
   const terminal = page.getByTestId("terminal");
   await terminal.click();
   await page.keyboard.type("hello ferrovisor");
-  await expect(terminal).toContainText("HELLO FERROVISOR");
+  await expect(screen(page)).toContainText("HELLO FERROVISOR");
   // Paste goes through as well.
   await page.evaluate(() => {
     const data = new DataTransfer();
@@ -70,7 +75,7 @@ test("root starts a VM, types on its console and shuts it down", async ({ page }
     const target = document.querySelector(".terminal textarea") as HTMLTextAreaElement;
     target.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }));
   });
-  await expect(terminal).toContainText("PASTED");
+  await expect(screen(page)).toContainText("PASTED");
   await page.screenshot({ path: `${shots}/vm-console.png` });
 
   // Edit the description on the General tab.
@@ -141,7 +146,7 @@ test("the console reconnects after the VM restarts", async ({ page }) => {
   const terminal = page.getByTestId("terminal");
   await terminal.click();
   await page.keyboard.type("first");
-  await expect(terminal).toContainText("FIRST");
+  await expect(screen(page)).toContainText("FIRST");
   // Another client's force shut down and start: the page follows and reconnects.
   await page.evaluate(async () => {
     const s = JSON.parse(sessionStorage.getItem("fv-session") ?? "{}") as { ref: string };
@@ -159,7 +164,7 @@ test("the console reconnects after the VM restarts", async ({ page }) => {
   await expect(page.locator(".console-status")).toContainText("Connected: type");
   await terminal.click();
   await page.keyboard.type("second");
-  await expect(terminal).toContainText("SECOND");
+  await expect(screen(page)).toContainText("SECOND");
   await page.getByRole("tab", { name: "General" }).click();
   await page.locator('[data-op="hard_shutdown"]').click();
   await page.locator("#confirm-yes").click();
@@ -190,6 +195,35 @@ test("a read-only user sees the lifecycle buttons disabled, with the reason", as
   await page.screenshot({ path: `${shots}/read-only.png` });
   await page.locator("#logout").click();
   await expect(page.getByRole("button", { name: "Log in" })).toBeVisible();
+});
+
+test("everything is in reach of the keyboard", async ({ page }) => {
+  await page.goto("/");
+  // The user name is filled in: the password field has the focus.
+  await page.keyboard.type(root);
+  await page.keyboard.press("Enter");
+  await expect(page.locator("#who")).toContainText("root");
+  const focusedIs = (test: string) =>
+    page.evaluate((t) => {
+      const el = document.activeElement as HTMLElement | null;
+      return el?.dataset.name === t || el?.getAttribute("role") === t;
+    }, test);
+  let found = false;
+  for (let i = 0; i < 30 && !found; i++) {
+    await page.keyboard.press("Tab");
+    found = await focusedIs("echo-vm");
+  }
+  expect(found).toBe(true);
+  await page.keyboard.press("Enter");
+  await expect(page.locator("h1")).toHaveText("echo-vm");
+  found = false;
+  for (let i = 0; i < 30 && !found; i++) {
+    await page.keyboard.press("Tab");
+    found = await focusedIs("tab");
+  }
+  expect(found).toBe(true);
+  await page.keyboard.press("ArrowRight");
+  await expect(page.getByRole("tab", { name: "Console" })).toHaveAttribute("aria-selected", "true");
 });
 
 test("the console fits a phone", async ({ page }) => {

@@ -53,18 +53,18 @@ fn is_uuid(s: &str) -> bool {
 }
 
 /// The VM's power state, or why there is no console to reach.
-fn find_vm(api: &Api, uuid: &str) -> Result<String, Response> {
+fn find_vm(api: &Api, uuid: &str) -> Result<String, (StatusCode, String)> {
     let state = api.db().read(|tx| {
         let vm = tx.by_uuid("VM", uuid)?;
         tx.get("VM", &vm, "power_state")
     });
     match state {
         Ok(Value::String(s)) => Ok(s),
-        Ok(other) => Err(text(
+        Ok(other) => Err((
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("VM {uuid} has a power state of {other:?}\n"),
         )),
-        Err(_) => Err(text(StatusCode::NOT_FOUND, format!("no VM {uuid}\n"))),
+        Err(_) => Err((StatusCode::NOT_FOUND, format!("no VM {uuid}\n"))),
     }
 }
 
@@ -93,7 +93,7 @@ async fn console(State(c): State<Consoles>, Path(uuid): Path<String>, req: Reque
                 format!("VM {uuid} is {s}: its console exists only while it runs\n"),
             )
         }
-        Ok(Err(r)) => return r,
+        Ok(Err((status, why))) => return text(status, why),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
     let (mut parts, _body) = req.into_parts();
