@@ -19,6 +19,10 @@ export class SerialConsole {
   private retry: number | undefined;
   private resize = () => this.fit.fit();
   private powerState = "";
+  /** The VM's domid when we last connected: a new one means a new monitor to connect to. */
+  private domid: string | null = null;
+  private failures = 0;
+  private reconnect: HTMLButtonElement;
 
   constructor(
     private readonly session: Session,
@@ -26,7 +30,12 @@ export class SerialConsole {
   ) {
     this.status = h("p", { class: "console-status", role: "status" }, "Connecting…");
     const host = h("div", { class: "terminal", "data-testid": "terminal" });
-    this.el = h("div", { class: "console" }, this.status, host);
+    this.reconnect = h(
+      "button",
+      { class: "small", hidden: true, onclick: () => this.connect() },
+      "Reconnect",
+    );
+    this.el = h("div", { class: "console" }, h("div", { class: "console-bar" }, this.status, this.reconnect), host);
     this.term = new Terminal({
       convertEol: true,
       cursorBlink: true,
@@ -50,16 +59,21 @@ export class SerialConsole {
     this.fit.fit();
   }
 
-  /** Told the VM's power state as it changes: a console that ended comes back once it runs. */
-  setPowerState(state: string): void {
-    const was = this.powerState;
+  /** Told the VM's power state and domid (its fv-vmm) as they change: a console that
+   * ended comes back once the VM runs a new monitor (started again, rebooted). */
+  setVm(state: string, domid: string): void {
     this.powerState = state;
     const live = state === "Running" || state === "Paused";
     if (!live) {
-      this.setStatus(`The VM is ${state.toLowerCase()}: its console comes back when it runs.`);
+      this.reconnect.hidden = true;
+      if (this.ws === null) this.setStatus(`The VM is ${state.toLowerCase()}: its console comes back when it runs.`);
       return;
     }
-    if (was !== state && this.ws === null) this.connect();
+    if (this.ws === null && domid !== this.domid) {
+      this.domid = domid;
+      this.failures = 0;
+      this.connect();
+    }
   }
 
   private setStatus(text: string): void {
@@ -69,6 +83,8 @@ export class SerialConsole {
   connect(): void {
     if (this.closed || this.ws !== null) return;
     window.clearTimeout(this.retry);
+    this.reconnect.hidden = true;
+    this.setStatus("Connecting…");
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const url = `${scheme}://${location.host}/console/${this.uuid}?session_id=${encodeURIComponent(this.session.ref)}`;
     const ws = new WebSocket(url);
@@ -77,6 +93,7 @@ export class SerialConsole {
     let opened = false;
     ws.onopen = () => {
       opened = true;
+      this.failures = 0;
     };
     ws.onmessage = (ev: MessageEvent) => {
       if (typeof ev.data === "string") {
@@ -102,13 +119,21 @@ export class SerialConsole {
       delete this.el.dataset.connected;
       if (this.closed) return;
       const live = this.powerState === "Running" || this.powerState === "Paused";
-      this.setStatus(
-        live
-          ? `Console closed${ev.reason ? ` (${ev.reason})` : ""}; reconnecting…`
-          : `The VM is ${this.powerState.toLowerCase() || "not running"}: its console comes back when it runs.`,
-      );
-      // A VM that reboots gets a new monitor and a new console socket: try again.
-      if (live) this.retry = window.setTimeout(() => this.connect(), opened ? 500 : 1500);
+      if (!live) {
+        this.setStatus(`The VM is ${this.powerState.toLowerCase() || "not running"}: its console comes back when it runs.`);
+        return;
+      }
+      if (!opened && this.failures < 5) {
+        // Refused (a VM just started whose monitor is not listening yet): try again soon.
+        this.failures++;
+        this.retry = window.setTimeout(() => this.connect(), 400 * this.failures);
+        return;
+      }
+      // Ended while the VM runs: it is rebooting (a new domid comes, and with it a new
+      // connection), or another console client took over (fv-vmm serves one): then the
+      // user decides, rather than two windows taking the console from each other forever.
+      this.setStatus(`Console closed${ev.reason ? `: ${ev.reason}` : ""}.`);
+      this.reconnect.hidden = false;
     };
   }
 

@@ -392,7 +392,7 @@ class VmView {
       if (!this.console) {
         this.console = new SerialConsole(this.session, String(this.rec().uuid));
         this.consoleTab.append(this.console.el);
-        this.console.setPowerState(String(this.rec().power_state));
+        this.console.setVm(String(this.rec().power_state), String(this.rec().domid));
       }
       this.console.focus();
     }
@@ -426,7 +426,7 @@ class VmView {
     if (document.activeElement !== this.descInput) this.descInput.value = String(vm.name_description ?? "");
     this.renderButtons(vm);
     this.renderFacts();
-    this.console?.setPowerState(state);
+    this.console?.setVm(state, String(vm.domid));
   }
 
   private renderFacts(): void {

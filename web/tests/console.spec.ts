@@ -165,6 +165,25 @@ test("the console reconnects after the VM restarts", async ({ page }) => {
   await terminal.click();
   await page.keyboard.type("second");
   await expect(screen(page)).toContainText("SECOND");
+
+  // A second window takes the console (fv-vmm serves one client): the first says so and
+  // waits for the user instead of taking it back.
+  const other = await page.context().newPage();
+  await login(other, "root", root);
+  await vmNode(other, "echo-vm").click();
+  await other.getByRole("tab", { name: "Console" }).click();
+  await expect(other.locator(".console-status")).toContainText("Connected: type");
+  await expect(page.locator(".console-status")).toContainText("Console closed");
+  await other.getByTestId("terminal").click();
+  await other.keyboard.type("third");
+  await expect(screen(other)).toContainText("THIRD");
+  await expect(other.locator(".console-status")).toContainText("Connected: type");
+  await other.close();
+  await page.getByRole("button", { name: "Reconnect" }).click();
+  await expect(page.locator(".console-status")).toContainText("Connected: type");
+  await terminal.click();
+  await page.keyboard.type("fourth");
+  await expect(screen(page)).toContainText("FOURTH");
   await page.getByRole("tab", { name: "General" }).click();
   await page.locator('[data-op="hard_shutdown"]').click();
   await page.locator("#confirm-yes").click();

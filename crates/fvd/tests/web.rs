@@ -36,6 +36,27 @@ fn get(fvd: &Fvd, path: &str, extra_headers: &str) -> (u16, String, String) {
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
+/// A WebSocket upgrade on fvd's socket: the stream, and what came until the hello frame.
+fn open_ws(fvd: &Fvd, path: &str, upgrade: &str) -> (UnixStream, String) {
+    let mut ws = UnixStream::connect(&fvd.socket).unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        ws,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{upgrade}\r\n"
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\"writable\":") {
+        let n = ws.read(&mut buf).expect("the upgrade and the hello frame");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    (ws, text)
+}
+
 fn web_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web")
 }
@@ -122,22 +143,19 @@ fn the_console_websocket_refuses_bad_requests_clearly() {
     let (status, _, body) = get(&fvd, &format!("/console/{uuid}?{q}"), "");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("WebSocket"), "{body}");
-    let mut ws = UnixStream::connect(&fvd.socket).unwrap();
-    ws.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        ws,
-        "GET /console/{uuid}?{q} HTTP/1.1\r\nHost: localhost\r\n{upgrade}\r\n"
-    )
-    .unwrap();
-    let mut seen = Vec::new();
+    // A read-only session may watch but not type.
+    let mut viewer = fvd.client();
+    c.ok(
+        "user.create_local",
+        &[s("viewer"), s("viewer-password"), s("read-only")],
+    );
+    viewer.login("viewer", "viewer-password").unwrap();
+    let viewer_q = format!("session_id={}", viewer.session.as_deref().unwrap());
+    let (_, hello) = open_ws(&fvd, &format!("/console/{uuid}?{viewer_q}"), upgrade);
+    assert!(hello.contains("\"writable\":false"), "{hello}");
+    let (mut ws, hello) = open_ws(&fvd, &format!("/console/{uuid}?{q}"), upgrade);
+    assert!(hello.contains("\"writable\":true"), "{hello}");
     let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("\"writable\":true") {
-        let n = ws.read(&mut buf).expect("the upgrade and the hello frame");
-        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&seen);
-    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
     // Typing: one masked binary frame; the echo guest answers in capitals.
     let payload = b"abc";
     let mask = [1u8, 2, 3, 4];
