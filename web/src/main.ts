@@ -84,8 +84,8 @@ class App {
     this.search = h("input", {
       type: "search",
       id: "search",
-      placeholder: "Filter by name",
-      "aria-label": "Filter resources by name",
+      placeholder: "Filter by name or tag",
+      "aria-label": "Filter resources by name or tag",
       oninput: () => this.renderTree(),
     });
     const header = h(
@@ -181,7 +181,10 @@ class App {
   private renderTree(): void {
     if (!this.store.loaded) return;
     const q = this.search.value.trim().toLowerCase();
-    const match = (r: Rec) => !q || String(r.name_label ?? "").toLowerCase().includes(q);
+    const match = (r: Rec) =>
+      !q ||
+      String(r.name_label ?? "").toLowerCase().includes(q) ||
+      (Array.isArray(r.tags) && r.tags.some((t) => String(t).toLowerCase().includes(q)));
     const byName = (a: [string, Rec], b: [string, Rec]) =>
       String(a[1].name_label).localeCompare(String(b[1].name_label));
     const vms = this.store.all("vm").filter(([, r]) => !r.is_control_domain).sort(byName);

@@ -42,10 +42,16 @@ test("root starts a VM, types on its console and shuts it down", async ({ page }
   await page.screenshot({ path: `${shots}/tree.png` });
 
   // Search filters by name.
-  await page.getByLabel("Filter resources by name").fill("echo");
+  await page.getByLabel("Filter resources by name or tag").fill("echo");
   await expect(vmNode(page, "echo-vm")).toBeVisible();
   await expect(vmNode(page, "broken-vm")).toHaveCount(0);
-  await page.getByLabel("Filter resources by name").fill("");
+  await page.getByLabel("Filter resources by name or tag").fill("");
+
+  // A storage repository: its size and use.
+  await page.locator("#tree-srs button.node", { hasText: "Local storage" }).click();
+  await expect(page.locator("h1")).toHaveText("Local storage");
+  await expect(page.getByRole("meter", { name: "Space used" })).toBeVisible();
+  await page.screenshot({ path: `${shots}/sr.png` });
 
   await vmNode(page, "echo-vm").click();
   await expect(page.locator("#power-state")).toHaveText("Halted");
