@@ -57,6 +57,28 @@ fn open_ws(fvd: &Fvd, path: &str, upgrade: &str) -> (UnixStream, String) {
     (ws, text)
 }
 
+/// The payloads of the complete (unmasked, server-sent) WebSocket frames in `raw`, joined.
+fn payloads(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while raw.len() >= at + 2 {
+        let (len, head) = match raw[at + 1] & 0x7f {
+            126 if raw.len() >= at + 4 => (
+                usize::from(u16::from_be_bytes([raw[at + 2], raw[at + 3]])),
+                4,
+            ),
+            126 | 127 => break,
+            n => (usize::from(n), 2),
+        };
+        let Some(payload) = raw.get(at + head..at + head + len) else {
+            break;
+        };
+        out.extend_from_slice(payload);
+        at += head + len;
+    }
+    out
+}
+
 fn web_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web")
 }
@@ -163,9 +185,16 @@ fn the_console_websocket_refuses_bad_requests_clearly() {
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     ws.write_all(&frame).unwrap();
+    // The guest answers a byte at a time, each in a frame of its own.
     let mut out = Vec::new();
-    while !String::from_utf8_lossy(&out).contains("ABC") {
-        let n = ws.read(&mut buf).expect("the guest's echo");
+    while !String::from_utf8_lossy(&payloads(&out)).contains("ABC") {
+        let n = ws.read(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "no echo from the guest ({e}): {:?}\nfvd's log:\n{}",
+                String::from_utf8_lossy(&out),
+                fvd.log()
+            )
+        });
         assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&out));
         out.extend_from_slice(&buf[..n]);
     }
