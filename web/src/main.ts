@@ -445,6 +445,8 @@ class VmView {
       ["vCPUs", String(vcpus ?? "—"), "fact-vcpus"],
       ["Memory", bytes(vm.memory_static_max), "fact-memory"],
       ["Uptime", uptime, "fact-uptime"],
+      ["Boot kernel", String(vm.PV_kernel || "—"), "fact-kernel"],
+      ["Kernel arguments", String(vm.PV_args || "(default)"), "fact-args"],
       ["UUID", String(vm.uuid ?? ""), "fact-uuid"],
     ];
     if (vm.is_a_template) rows.push(["Template", "yes", "fact-template"]);
