@@ -60,6 +60,7 @@ cat <<INFO
 
 ==> The VM 'demo' runs (its console is above). From another shell on this machine:
     API (XenAPI, XML-RPC and JSON-RPC):  $SHOWN_URL   user root, password in \$FV_ROOT_PASSWORD
+    Web console: $SHOWN_URL/ in a browser (a self-signed certificate), user root
     Python SDK:  XenAPI.Session("$SHOWN_URL", ignore_ssl=True).xenapi.login_with_password("root", "$FV_ROOT_PASSWORD")
     CLI:         target/release/fv -s 127.0.0.1 -p $SHOWN_PORT --no-verify -pw '$FV_ROOT_PASSWORD' vm-list
                  target/release/fv -s 127.0.0.1 -p $SHOWN_PORT --no-verify -pw '$FV_ROOT_PASSWORD' vm-shutdown uuid=$vm

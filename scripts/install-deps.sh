@@ -23,10 +23,17 @@ packages=(
     nfs-common nfs-kernel-server
     # python3 and its venv module: fv-rpc's tests run the XenAPI Python SDK (below).
     python3 python3-venv
+    # The web console (web/): Node.js and npm build it (scripts/build-web.sh), and its
+    # browser tests drive Debian's Chromium with Playwright (crates/fvd/tests/web.rs).
+    nodejs npm chromium
 )
 
 missing=()
 for p in "${packages[@]}"; do
+    # Node.js and npm installed otherwise (nodesource, nvm) do as well as Debian's.
+    if [[ $p == nodejs || $p == npm ]] && command -v "${p/nodejs/node}" >/dev/null; then
+        continue
+    fi
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -57,3 +64,14 @@ if ! "$venv/bin/python3" -c "import importlib.metadata as m, XenAPI; assert m.ve
     python3 -m venv "$venv"
     "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check "xenapi==$xenapi_version"
 fi
+
+# Vite and Playwright need Node.js 20.19 or newer (the machine images ship it; Debian 12's
+# own nodejs is 18).
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+    echo "error: Node.js $(node --version) is too old for the web console: it needs 20.19 or newer" >&2
+    exit 1
+fi
+
+# The web console, built before anything builds fvd: fvd's build.rs embeds web/dist, so the
+# README's commands give an fvd that serves a working console.
+"$(dirname "$0")/build-web.sh"

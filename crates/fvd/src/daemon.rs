@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::metrics::{self, Metrics};
 use crate::options::Options;
 use crate::vm::{Vms, CLEAN_SHUTDOWN_TIMEOUT};
-use crate::{bootstrap, listen, rpc, tls, transfer};
+use crate::{bootstrap, console, listen, rpc, tls, transfer, web};
 
 /// The running daemon's state.
 #[derive(Clone)]
@@ -89,7 +89,12 @@ pub async fn run(options: Options) -> Result<(), Error> {
     );
     let router = rpc::router(daemon.api.clone())
         .merge(metrics::routes(daemon.api.clone(), metrics.clone()))
-        .merge(transfer::routes(daemon.api.clone()));
+        .merge(transfer::routes(daemon.api.clone()))
+        .merge(console::routes(daemon.api.clone(), options.run_root()))
+        .merge(web::routes());
+    if !web::embedded() {
+        tracing::warn!("this fvd was built without its web console: run scripts/build-web.sh, then build fvd again");
+    }
 
     let tls = if options.insecure_http {
         None

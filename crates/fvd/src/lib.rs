@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod bootstrap;
+mod console;
 mod daemon;
 mod error;
 mod fields;
@@ -21,6 +22,7 @@ mod tls;
 mod transfer;
 mod vdi_busy;
 mod vm;
+mod web;
 
 pub use daemon::{run, Daemon};
 pub use error::Error;

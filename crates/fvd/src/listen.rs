@@ -16,7 +16,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// And this long to send a request's header once it has started, or a first request.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves HTTP on one connection until the client closes it.
+/// Serves HTTP on one connection until the client closes it (or, after a WebSocket
+/// upgrade, until the WebSocket ends).
 async fn serve_connection<I>(io: I, router: Router)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -29,7 +30,10 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await
+    {
         tracing::debug!("connection ended: {e}");
     }
 }

@@ -4,7 +4,7 @@
 //! client sends that is not a call gets a XenAPI error, never a crash.
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -15,7 +15,7 @@ use fv_xapi::{Api, ApiError};
 /// The routes every listener serves.
 pub fn router(api: Api) -> Router {
     Router::new()
-        .route("/", post(xml_rpc).get(welcome))
+        .route("/", post(xml_rpc).get(crate::web::index))
         // Python's xmlrpc client (and so the XenAPI SDK) posts to /RPC2 when the URL has
         // no path, as XAPI's clients have always done.
         .route("/RPC2", post(xml_rpc))
@@ -100,15 +100,6 @@ fn unparsed_error(f: &Failure) -> String {
         Some(head) => format!("{head},\"id\":null}}"),
         None => text,
     }
-}
-
-/// `GET /`: what this is, for a browser pointed at the host (the web console comes later).
-async fn welcome() -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "Ferrovisor: the XenAPI is served here (XML-RPC at /, JSON-RPC at /jsonrpc).\n",
-    )
 }
 
 #[cfg(test)]
