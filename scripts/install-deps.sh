@@ -16,6 +16,8 @@ packages=(
     qemu-utils
     # ip: fv-hostnet's tests and the emulated-host network tests set up bridges with it.
     iproute2
+    # nft: fvd enforces VIF locking (VIF.locking_mode) with nftables rules.
+    nftables
     # python3 and its venv module: fv-rpc's tests run the XenAPI Python SDK (below).
     python3 python3-venv
 )
