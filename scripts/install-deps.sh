@@ -18,6 +18,8 @@ packages=(
     iproute2
     # nft: fvd enforces VIF locking (VIF.locking_mode) with nftables rules.
     nftables
+    # dnsmasq: fvd's DHCP server on managed networks (other_config:ip_begin/ip_end/netmask).
+    dnsmasq-base
     # python3 and its venv module: fv-rpc's tests run the XenAPI Python SDK (below).
     python3 python3-venv
 )

@@ -7,6 +7,7 @@
 
 mod bootstrap;
 mod daemon;
+mod dhcp;
 mod error;
 mod fields;
 mod listen;

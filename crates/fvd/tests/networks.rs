@@ -224,3 +224,133 @@ fn vif_locking_follows_the_api() {
     assert!(!table.contains(&tap), "{table}");
     c.ok("VIF.destroy", &[s(&vif)]);
 }
+
+fn managed_config(begin: &str, end: &str) -> Value {
+    record(&[
+        ("ip_begin", s(begin)),
+        ("ip_end", s(end)),
+        ("netmask", s("255.255.255.0")),
+    ])
+}
+
+fn bridge_of(c: &Client, network: &str) -> String {
+    c.field("network", network, "bridge")
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The dnsmasq of a bridge: its pid and command line.
+fn server(fvd: &Fvd, bridge: &str) -> (i64, String) {
+    let pid = dhcp_server(&fvd.data, bridge)
+        .unwrap_or_else(|| panic!("no DHCP server on {bridge}; fvd says:\n{}", fvd.log()));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    (pid, String::from_utf8_lossy(&cmdline).replace('\0', " "))
+}
+
+#[test]
+fn managed_networks_have_a_dhcp_server() {
+    let dir = TempDir::new("dhcp");
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+    // Invalid addresses: no network.
+    let before = c.ok("network.get_all", &[]);
+    let bad = c.err(
+        "network.create",
+        &[record(&[
+            ("name_label", s("bad")),
+            ("other_config", managed_config("10.55.0.1", "10.56.0.9")),
+        ])],
+    );
+    assert_eq!(bad.code, "INVALID_VALUE", "{bad}");
+    assert_eq!(c.ok("network.get_all", &[]), before);
+
+    let net = c.ok(
+        "network.create",
+        &[record(&[
+            ("name_label", s("managed")),
+            ("other_config", managed_config("10.55.0.1", "10.55.0.50")),
+        ])],
+    );
+    let net = net.as_str().unwrap().to_owned();
+    let bridge = bridge_of(&c, &net);
+    let addr = fvd.in_netns(&["ip", "-4", "-o", "addr", "show", "dev", &bridge]);
+    assert!(addr.contains("inet 10.55.0.1/24"), "{addr}");
+    let (pid, cmdline) = server(&fvd, &bridge);
+    for want in [
+        format!("--interface={bridge} "),
+        "--bind-interfaces".into(),
+        "--except-interface=lo".into(),
+        "--dhcp-range=10.55.0.2,10.55.0.50,255.255.255.0".into(),
+    ] {
+        assert!(cmdline.contains(&want), "{want} in {cmdline}");
+    }
+    // It listens for DHCP on the bridge, in fvd's network namespace.
+    let udp = fvd.in_netns(&["ss", "-u", "-l", "-n", "-p"]);
+    assert!(
+        udp.contains(&format!("%{bridge}:67")) || udp.contains(":67 "),
+        "{udp}"
+    );
+
+    // An unmanaged network stays so; a change of the addresses restarts the server; a bad
+    // change is refused and changes nothing.
+    let plain = c.ok("network.create", &[record(&[("name_label", s("plain"))])]);
+    let plain = plain.as_str().unwrap().to_owned();
+    assert_eq!(dhcp_server(&fvd.data, &bridge_of(&c, &plain)), None);
+    c.ok(
+        "network.set_other_config",
+        &[s(&net), managed_config("10.55.0.1", "10.55.0.60")],
+    );
+    let (pid2, cmdline) = server(&fvd, &bridge);
+    assert_ne!(pid, pid2);
+    assert!(
+        cmdline.contains("--dhcp-range=10.55.0.2,10.55.0.60,"),
+        "{cmdline}"
+    );
+    assert_eq!(
+        c.err(
+            "network.set_other_config",
+            &[s(&net), managed_config("10.55.0.1", "10.55.0.255")]
+        )
+        .code,
+        "INVALID_VALUE"
+    );
+    assert_eq!(server(&fvd, &bridge).0, pid2);
+    // xe's way of changing a key: remove it (unmanaged), add it again (managed).
+    c.ok("network.remove_from_other_config", &[s(&net), s("ip_end")]);
+    assert_eq!(dhcp_server(&fvd.data, &bridge), None);
+    assert!(!alive(pid2));
+    c.ok(
+        "network.add_to_other_config",
+        &[s(&net), s("ip_end"), s("10.55.0.70")],
+    );
+    let (pid3, _) = server(&fvd, &bridge);
+
+    // A restarted fvd adopts the server it left running.
+    let data = fvd.data.clone();
+    let fvd_pid = fvd.pid();
+    fvd.kill9();
+    assert!(alive(pid3), "the server outlives a crash of fvd");
+    let fvd = Fvd::start(&data);
+    let c = fvd.root();
+    let (pid4, _) = server(&fvd, &bridge);
+    // (The test gives every fvd its own network namespace, so the new one makes its own.)
+    assert!(pid4 == pid3 || !alive(pid3), "{fvd_pid}: {pid3} {pid4}");
+
+    // Destroyed: no server. A clean stop of fvd stops the others.
+    c.ok("network.destroy", &[s(&net)]);
+    assert_eq!(dhcp_server(&fvd.data, &bridge), None);
+    assert!(!alive(pid4));
+    let other = c.ok(
+        "network.create",
+        &[record(&[
+            ("name_label", s("managed too")),
+            ("other_config", managed_config("10.56.0.1", "10.56.0.9")),
+        ])],
+    );
+    let other_bridge = bridge_of(&c, other.as_str().unwrap());
+    let (pid5, _) = server(&fvd, &other_bridge);
+    fvd.terminate();
+    assert!(!alive(pid5), "fvd's stop ends its DHCP servers");
+    assert_eq!(dhcp_server(&data, &other_bridge), None);
+}

@@ -89,6 +89,8 @@ struct Inner {
     clean_shutdown_timeout: Duration,
     /// The nftables chains of running VMs' VIFs.
     firewall: locking::Firewall,
+    /// The DHCP servers of managed networks.
+    dhcp: crate::dhcp::Dhcp,
 }
 
 /// The VM messages, for `fv_xapi::Api`. Cheap to clone.
@@ -157,6 +159,7 @@ fn arg_bool(args: &[Value], i: usize) -> bool {
 
 impl Vms {
     pub fn new(
+        data_dir: &std::path::Path,
         fv_vmm: PathBuf,
         run_root: PathBuf,
         runtime: tokio::runtime::Handle,
@@ -172,6 +175,7 @@ impl Vms {
                 running: Mutex::new(HashMap::new()),
                 clean_shutdown_timeout,
                 firewall: locking::Firewall::default(),
+                dhcp: crate::dhcp::Dhcp::new(data_dir),
             }),
         }
     }
@@ -1289,13 +1293,33 @@ impl Actions for Vms {
                 }
                 locking::check_allowed(tx, r)
             }
-            "network" => crate::objects::network_created(tx, r),
+            "network" => {
+                crate::objects::network_created(tx, r)?;
+                self.inner.dhcp.network_changed(tx, r)
+            }
             _ => Ok(()),
         }
     }
 
+    /// A managed network's DHCP server follows its `other_config`.
+    fn changed(
+        &self,
+        tx: &mut Tx<'_>,
+        class: &'static Class,
+        r: &str,
+        field: &'static fv_xapi::model::Field,
+    ) -> Result<(), ApiError> {
+        if (class.name, field.name) == ("network", "other_config") {
+            self.inner.dhcp.network_changed(tx, r)?;
+        }
+        Ok(())
+    }
+
     /// A VIF of a running VM stays while its tap and chain do (no hot-unplug yet).
     fn destroying(&self, tx: &mut Tx<'_>, class: &'static Class, r: &str) -> Result<(), ApiError> {
+        if class.name == "network" {
+            self.inner.dhcp.network_destroyed(tx, r)?;
+        }
         if class.name == "VIF" {
             let vm = get_str(tx, "VIF", r, "VM")?;
             if tx.exists("VM", &vm)? && get_str(tx, "VM", &vm, "power_state")? != "Halted" {
