@@ -389,19 +389,21 @@ impl Vms {
                 false
             }
         };
-        let devices = db.write(|tx| {
+        // The taps go first, then their chains with the record's change: whoever sees
+        // the VM halted sees neither.
+        let devices = db.read(|tx| devices::vif_devices(tx, vm))?;
+        devices::unplug(&uuid, &devices);
+        db.write(|tx| {
             ops::set_power_state(tx, vm, "Halted")?;
             tx.set("VM", vm, "resident_on", s("OpaqueRef:NULL"))?;
             tx.set("VM", vm, "domid", Value::Int(-1))?;
-            let devices = devices::vif_devices(tx, vm)?;
-            let taps: Vec<String> = devices
+            let taps: Vec<String> = devices::vif_devices(tx, vm)?
                 .iter()
                 .map(|d| devices::tap_name(&uuid, d))
                 .collect();
             self.inner.firewall.stop(&taps);
-            Ok(devices)
+            Ok(())
         })?;
-        devices::unplug(&uuid, &devices);
         // Chains that waited for this VM's disks to be free can be shortened now.
         let sr_dirs = db.read(|tx| {
             let mut dirs = Vec::new();
