@@ -21,6 +21,10 @@ packages=(
     # mount.nfs: fvd mounts the exports of nfs SRs with it. The kernel NFS server (with
     # exportfs, rpc.nfsd, rpc.mountd) serves them in the emulated host for the nfs SR test.
     nfs-common nfs-kernel-server
+    # nft: fvd enforces VIF locking (VIF.locking_mode) with nftables rules.
+    nftables
+    # dnsmasq: fvd's DHCP server on managed networks (other_config:ip_begin/ip_end/netmask).
+    dnsmasq-base
     # python3 and its venv module: fv-rpc's tests run the XenAPI Python SDK (below).
     python3 python3-venv
     # The web console (web/): Node.js and npm build it (scripts/build-web.sh), and its

@@ -9,6 +9,7 @@ use fv_xapi::db::Db;
 use fv_xapi::Api;
 use tokio::net::{TcpListener, UnixListener};
 
+use crate::dhcp::Dhcp;
 use crate::error::Error;
 use crate::metrics::{self, Metrics};
 use crate::options::Options;
@@ -35,6 +36,7 @@ pub fn start(options: &Options) -> Result<Daemon, Error> {
 
     let db = Db::open(options.db_path()).map_err(Error::Db)?;
     let vms = Vms::new(
+        dir,
         options.fv_vmm_path(),
         run_root,
         tokio::runtime::Handle::current(),
@@ -52,6 +54,10 @@ pub fn start(options: &Options) -> Result<Daemon, Error> {
     vms.reconcile()
         .map_err(|e| Error::Setup(format!("reconciling VMs: {e:?}")))?;
     crate::storage::replug(api.db());
+    // Managed networks' DHCP servers: those still running are adopted.
+    api.db()
+        .read(|tx| Dhcp::new(dir).restore(tx))
+        .map_err(|e| Error::Setup(format!("DHCP servers: {e:?}")))?;
     // Coalescing a crash or a running VM held up goes on.
     let sr_dirs = api
         .db()
@@ -135,6 +141,9 @@ pub async fn run(options: Options) -> Result<(), Error> {
     }
     tracing::info!("fvd stopping; running VMs carry on");
     let _ = tokio::task::spawn_blocking(move || metrics.stop()).await;
+    // Managed networks' DHCP servers stop with fvd (its next start makes them again).
+    let dhcp = Dhcp::new(&options.data_dir);
+    let _ = tokio::task::spawn_blocking(move || dhcp.stop_all()).await;
     Ok(())
 }
 

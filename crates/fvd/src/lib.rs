@@ -8,6 +8,7 @@
 mod bootstrap;
 mod console;
 mod daemon;
+mod dhcp;
 mod error;
 mod fields;
 mod http_auth;

@@ -15,6 +15,20 @@ use fv_xapi::{ApiError, Value};
 use crate::fields::text;
 use crate::objects::{ensure_bridge, network_created, network_mtu};
 
+/// A host tool (`nft`, `dnsmasq`): from PATH, else where Debian installs it (fvd may run
+/// with a PATH without the sbin directories).
+pub fn tool(name: &str) -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(std::path::PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| std::path::PathBuf::from(name))
+}
+
 fn host_error(what: String) -> impl FnOnce(fv_hostnet::HostnetError) -> ApiError {
     move |e| match e.kind() {
         fv_hostnet::ErrorKind::NotFound => {

@@ -37,10 +37,24 @@ const HOST_MODULES: &[&str] = &[
     "bridge",
     "8021q",
     "dummy",
+    "crc32c_generic",
+    "nf_tables",
+    "nft_meta_bridge",
 ];
-/// Network tests need taps, bridges, VLANs (fvd's VLAN.create) and dummy links (a stand-in
-/// for a physical NIC); the host still works without them.
-const HOST_OPTIONAL: &[&str] = &["tun", "bridge", "8021q", "dummy"];
+/// Network tests need taps, bridges, VLANs (fvd's VLAN.create), dummy links (a stand-in
+/// for a physical NIC) and nf_tables (fvd's VIF locking: the bridge family's chains are in
+/// nf_tables itself, its `meta` expressions in nft_meta_bridge; libcrc32c, which nf_tables
+/// needs, wants a crc32c first, a soft dependency modules.dep does not list); the host
+/// still works without them.
+const HOST_OPTIONAL: &[&str] = &[
+    "tun",
+    "bridge",
+    "8021q",
+    "dummy",
+    "crc32c_generic",
+    "nf_tables",
+    "nft_meta_bridge",
+];
 /// Storage tests need loop devices, device-mapper with classic snapshots (fvd's lvm SRs),
 /// the NFS server and client (nfs SRs). In the initrd always, loaded only by the tests that
 /// ask ([`crate::load_storage_modules`]): loading them at every boot cost 0.6-1 s under TCG.

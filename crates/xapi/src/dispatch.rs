@@ -50,6 +50,31 @@ pub trait Actions: Send + Sync {
     ) -> Result<(), ApiError> {
         Ok(())
     }
+
+    /// Called in the transaction of a generic `destroy`, before the record goes: what
+    /// the daemon holds for the object (a process, a firewall chain) goes with it, or the
+    /// destruction is refused. An error leaves the object as it was.
+    fn destroying(
+        &self,
+        _tx: &mut crate::db::Tx<'_>,
+        _class: &'static Class,
+        _r: &str,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// Called in the transaction of a generic setter (`set_`, `add_to_`, `remove_from_`,
+    /// `add_`, `remove_`), after `field` changed: the daemon makes the host follow. An
+    /// error undoes the change.
+    fn changed(
+        &self,
+        _tx: &mut crate::db::Tx<'_>,
+        _class: &'static Class,
+        _r: &str,
+        _field: &'static model::Field,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// Answers every custom message with `NOT_IMPLEMENTED`: for tests and tools.
@@ -289,12 +314,7 @@ impl Api {
         args: Vec<Value>,
     ) -> Result<Value, ApiError> {
         match target {
-            Target::Generic(g) => {
-                let actions = &self.inner.actions;
-                generic::run(self.db(), class, g, args, &|tx, c, r| {
-                    actions.created(tx, c, r)
-                })
-            }
+            Target::Generic(g) => generic::run(self.db(), class, g, args, &*self.inner.actions),
             Target::Custom(m) if is_builtin(class.name, m.name) => {
                 self.builtin(ctx, class, m, args)
             }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use fv_rpc::Value;
 
-use crate::db::{codec, Db, Tx};
-use crate::dispatch::writer_role;
+use crate::db::{codec, Db};
+use crate::dispatch::{writer_role, Actions};
 use crate::error::{codes, ApiError};
 use crate::model::{Class, Field, Lifecycle, Qual, Role, Ty};
 
@@ -184,17 +184,14 @@ fn text(args: &[Value], i: usize) -> String {
     args.get(i).and_then(Value::as_str).unwrap_or("").to_owned()
 }
 
-/// Runs a generic call with checked `args`.
-/// What runs in the transaction that creates an object, after the insert: the daemon's
-/// [`crate::Actions::created`].
-pub type CreateHook<'h> = &'h dyn Fn(&mut Tx<'_>, &'static Class, &str) -> Result<(), ApiError>;
-
+/// Runs a generic call with checked `args`; the daemon's hooks ([`Actions::created`],
+/// [`Actions::destroying`], [`Actions::changed`]) run in the call's transaction.
 pub fn run(
     db: &Db,
     class: &'static Class,
     g: &Generic,
     args: Vec<Value>,
-    on_create: CreateHook<'_>,
+    hooks: &dyn Actions,
 ) -> Result<Value, ApiError> {
     let c = class.name;
     let me = text(&args, 0);
@@ -211,7 +208,10 @@ pub fn run(
             .map(strings),
         Generic::Get(f) => db.read(|tx| tx.get(c, &me, f.name)),
         Generic::Set(f) => db
-            .write(|tx| tx.set(c, &me, f.name, arg(&args, 1)))
+            .write(|tx| {
+                tx.set(c, &me, f.name, arg(&args, 1))?;
+                hooks.changed(tx, class, &me, f)
+            })
             .map(|()| Value::void()),
         Generic::AddToMap(f) => db
             .write(|tx| {
@@ -227,7 +227,8 @@ pub fn run(
                     ));
                 }
                 m.insert(key, arg(&args, 2));
-                tx.set(c, &me, f.name, Value::Struct(m))
+                tx.set(c, &me, f.name, Value::Struct(m))?;
+                hooks.changed(tx, class, &me, f)
             })
             .map(|()| Value::void()),
         Generic::RemoveFromMap(f) => db
@@ -237,6 +238,7 @@ pub fn run(
                 };
                 if m.remove(&text(&args, 1)).is_some() {
                     tx.set(c, &me, f.name, Value::Struct(m))?;
+                    hooks.changed(tx, class, &me, f)?;
                 }
                 Ok(())
             })
@@ -253,16 +255,22 @@ pub fn run(
                     (Generic::RemoveFromSet(_), true) => s.retain(|x| *x != v),
                     _ => return Ok(()),
                 }
-                tx.set(c, &me, f.name, Value::Array(s))
+                tx.set(c, &me, f.name, Value::Array(s))?;
+                hooks.changed(tx, class, &me, f)
             })
             .map(|()| Value::void()),
         Generic::Create => {
             let Some(Value::Struct(rec)) = args.into_iter().next() else {
                 return Err(ApiError::field_type("args"));
             };
-            create(db, class, rec, on_create).map(Value::String)
+            create(db, class, rec, hooks).map(Value::String)
         }
-        Generic::Destroy => db.write(|tx| tx.destroy(c, &me)).map(|()| Value::void()),
+        Generic::Destroy => db
+            .write(|tx| {
+                hooks.destroying(tx, class, &me)?;
+                tx.destroy(c, &me)
+            })
+            .map(|()| Value::void()),
     }
 }
 
@@ -272,7 +280,7 @@ fn create(
     db: &Db,
     class: &'static Class,
     rec: BTreeMap<String, Value>,
-    on_create: CreateHook<'_>,
+    hooks: &dyn Actions,
 ) -> Result<String, ApiError> {
     let mut fields = BTreeMap::new();
     for f in class.fields.iter().filter(|f| f.qual != Qual::DynamicRO) {
@@ -284,7 +292,7 @@ fn create(
     }
     db.write(|tx| {
         let r = tx.create(class.name, fields)?;
-        on_create(tx, class, &r)?;
+        hooks.created(tx, class, &r)?;
         Ok(r)
     })
 }

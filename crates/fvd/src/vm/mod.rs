@@ -8,6 +8,7 @@
 mod clone;
 mod config;
 mod devices;
+mod locking;
 mod ops;
 
 pub use devices::{random_mac, sr_path};
@@ -86,6 +87,10 @@ struct Inner {
     api: OnceLock<Api>,
     running: Mutex<HashMap<String, Arc<Running>>>,
     clean_shutdown_timeout: Duration,
+    /// The nftables chains of running VMs' VIFs.
+    firewall: locking::Firewall,
+    /// The DHCP servers of managed networks.
+    dhcp: crate::dhcp::Dhcp,
 }
 
 /// The VM messages, for `fv_xapi::Api`. Cheap to clone.
@@ -149,6 +154,7 @@ fn arg_bool(args: &[Value], i: usize) -> bool {
 
 impl Vms {
     pub fn new(
+        data_dir: &std::path::Path,
         fv_vmm: PathBuf,
         run_root: PathBuf,
         runtime: tokio::runtime::Handle,
@@ -163,6 +169,8 @@ impl Vms {
                 api: OnceLock::new(),
                 running: Mutex::new(HashMap::new()),
                 clean_shutdown_timeout,
+                firewall: locking::Firewall::default(),
+                dhcp: crate::dhcp::Dhcp::new(data_dir),
             }),
         }
     }
@@ -242,17 +250,25 @@ impl Vms {
         })?;
         let mut config = config::vmm_config(vm, &record)?;
         config["disks"] = serde_json::Value::Array(disks);
-        config["nets"] = serde_json::Value::Array(devices::plug(&nics)?);
+        // The VIFs' chains go in before their taps exist: no frame passes unfiltered.
+        // (In a write transaction, so that a change of a VIF's lock cannot slip between.)
+        db.write(|tx| self.inner.firewall.start(&vif_locks(tx, vm)?))?;
+        let taps: Vec<String> = nics.iter().map(|n| n.tap.clone()).collect();
+        let undo = |e: ApiError| {
+            for tap in &taps {
+                let _ = fv_hostnet::Tap::remove_persistent(tap);
+            }
+            let _ = db.write(|_| {
+                self.inner.firewall.stop(&taps);
+                Ok(())
+            });
+            e
+        };
+        config["nets"] = serde_json::Value::Array(devices::plug(&nics).map_err(undo)?);
         let launched = Vmm::launch(self.run_dir(&uuid), &self.inner.fv_vmm, &config, paused);
         let vmm = match launched {
             Ok(vmm) => vmm,
-            Err(e) => {
-                let taps: Vec<String> = nics.iter().map(|n| n.tap.clone()).collect();
-                for tap in taps {
-                    let _ = fv_hostnet::Tap::remove_persistent(&tap);
-                }
-                return Err(internal(format!("VM {uuid}: {e}")));
-            }
+            Err(e) => return Err(undo(internal(format!("VM {uuid}: {e}")))),
         };
         let pid = vmm.pid();
         let host = self.inner.host.get().cloned().unwrap_or_default();
@@ -371,13 +387,21 @@ impl Vms {
                 false
             }
         };
-        let devices = db.write(|tx| {
+        // The taps go first, then their chains with the record's change: whoever sees
+        // the VM halted sees neither.
+        let devices = db.read(|tx| devices::vif_devices(tx, vm))?;
+        devices::unplug(&uuid, &devices);
+        db.write(|tx| {
             ops::set_power_state(tx, vm, "Halted")?;
             tx.set("VM", vm, "resident_on", s("OpaqueRef:NULL"))?;
             tx.set("VM", vm, "domid", Value::Int(-1))?;
-            devices::vif_devices(tx, vm)
+            let taps: Vec<String> = devices::vif_devices(tx, vm)?
+                .iter()
+                .map(|d| devices::tap_name(&uuid, d))
+                .collect();
+            self.inner.firewall.stop(&taps);
+            Ok(())
         })?;
-        devices::unplug(&uuid, &devices);
         // Chains that waited for this VM's disks to be free can be shortened now.
         let sr_dirs = db.read(|tx| {
             let mut dirs = Vec::new();
@@ -1106,6 +1130,7 @@ impl Vms {
             std::thread::sleep(Duration::from_millis(100));
         }
         devices::unplug_taps(std::slice::from_ref(&tap));
+        self.inner.firewall.stop(std::slice::from_ref(&tap));
         Ok(())
     }
 
@@ -1132,10 +1157,18 @@ impl Vms {
         if attached {
             return Err(ApiError::new(&codes::DEVICE_ALREADY_ATTACHED, [vif]));
         }
-        let net = devices::plug(std::slice::from_ref(&nic))?;
+        let db = self.api()?.db();
+        // Its chain goes in before its tap exists, as at start: no frame passes unfiltered.
+        db.write(|tx| self.inner.firewall.start(&[vif_lock(tx, vif)?]))?;
+        let taps = std::slice::from_ref(&nic.tap);
+        let undo = || {
+            devices::unplug_taps(taps);
+            self.inner.firewall.stop(taps);
+        };
+        let net = devices::plug(std::slice::from_ref(&nic)).inspect_err(|_| undo())?;
         let added = lock(&r.vmm).request("PUT", "/vm/nets", net.first());
         if let Err(e) = added {
-            devices::unplug_taps(std::slice::from_ref(&nic.tap));
+            undo();
             return Err(internal(format!("VM {vm}: plugging VIF {vif}: {e}")));
         }
         Ok(())
@@ -1323,8 +1356,149 @@ impl Vms {
                 Err(e) => tracing::error!("VM {uuid}: cannot adopt its fv-vmm: {e}"),
             }
         }
+        // The VIF chains as the database says, whatever the table held before.
+        let rebuilt = db.write(|tx| {
+            let mut all = Vec::new();
+            for vm in tx.refs("VM")? {
+                if matches!(
+                    get_str(tx, "VM", &vm, "power_state")?.as_str(),
+                    "Running" | "Paused"
+                ) {
+                    all.extend(vif_locks_or_disabled(tx, &vm)?);
+                }
+            }
+            self.inner.firewall.rebuild(&all)
+        });
+        if let Err(e) = rebuilt {
+            tracing::error!("VIF locking: cannot restore the nftables table: {e:?}");
+        }
         Ok(())
     }
+
+    // ---- VIF locking ----
+
+    /// `VIF.set_locking_mode`, `set_/add_/remove_ipv4_allowed` and their IPv6 twins: the
+    /// record changes and, if the VIF's VM runs, its chain with it, in one transaction.
+    fn vif_locking(&self, msg: &str, vif: &str, args: &[Value]) -> Result<(), ApiError> {
+        let value = args.get(1).cloned().unwrap_or_else(Value::void);
+        self.api()?.db().write(|tx| {
+            if msg == "set_locking_mode" {
+                tx.set("VIF", vif, "locking_mode", value.clone())?;
+            } else {
+                let (verb, field) = msg.split_once('_').unwrap_or_default();
+                let canonical = |a: &str| -> Result<String, ApiError> {
+                    Ok(if field == "ipv4_allowed" {
+                        locking::ipv4(a)?.to_string()
+                    } else {
+                        locking::ipv6(a)?.to_string()
+                    })
+                };
+                let mut now: Vec<String> = match tx.get("VIF", vif, field)? {
+                    Value::Array(a) => a
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                match (verb, &value) {
+                    ("set", Value::Array(new)) => {
+                        now.clear();
+                        for a in new.iter().filter_map(Value::as_str) {
+                            let a = canonical(a)?;
+                            if !now.contains(&a) {
+                                now.push(a);
+                            }
+                        }
+                    }
+                    ("add", Value::String(a)) => {
+                        let a = canonical(a)?;
+                        if !now.contains(&a) {
+                            now.push(a);
+                        }
+                    }
+                    ("remove", Value::String(a)) => {
+                        let a = canonical(a).unwrap_or_else(|_| a.clone());
+                        now.retain(|x| *x != a);
+                    }
+                    _ => return Err(ApiError::new(&codes::INVALID_VALUE, [field, "?"])),
+                }
+                let now = now.into_iter().map(Value::String).collect();
+                tx.set("VIF", vif, field, Value::Array(now))?;
+            }
+            let locks = self.running_locks(tx, &[vif.to_owned()])?;
+            self.inner.firewall.update(locks)
+        })
+    }
+
+    /// `network.set_default_locking_mode`: the VIFs on the network that follow it change
+    /// with it.
+    fn set_default_locking_mode(&self, network: &str, args: &[Value]) -> Result<(), ApiError> {
+        let value = args.get(1).cloned().unwrap_or_else(Value::void);
+        self.api()?.db().write(|tx| {
+            tx.set("network", network, "default_locking_mode", value.clone())?;
+            let mut following = Vec::new();
+            for vif in crate::fields::refs(tx, "network", network, "VIFs")? {
+                if get_str(tx, "VIF", &vif, "locking_mode")? == "network_default" {
+                    following.push(vif);
+                }
+            }
+            let locks = self.running_locks(tx, &following)?;
+            self.inner.firewall.update(locks)
+        })
+    }
+
+    /// The locks of those of `vifs` whose chains are in place (their VM runs).
+    fn running_locks(
+        &self,
+        tx: &Tx<'_>,
+        vifs: &[String],
+    ) -> Result<Vec<locking::VifLock>, ApiError> {
+        let mut out = Vec::new();
+        for vif in vifs {
+            let vm = get_str(tx, "VIF", vif, "VM")?;
+            let uuid = get_str(tx, "VM", &vm, "uuid")?;
+            let tap = devices::tap_name(&uuid, &get_str(tx, "VIF", vif, "device")?);
+            if self.inner.firewall.is_active(&tap) {
+                out.push(vif_lock(tx, vif)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The lock of a VIF, by its tap.
+fn vif_lock(tx: &Tx<'_>, vif: &str) -> Result<locking::VifLock, ApiError> {
+    let vm = get_str(tx, "VIF", vif, "VM")?;
+    let uuid = get_str(tx, "VM", &vm, "uuid")?;
+    Ok(locking::VifLock {
+        tap: devices::tap_name(&uuid, &get_str(tx, "VIF", vif, "device")?),
+        lock: locking::vif_lock(tx, vif)?,
+    })
+}
+
+/// The locks of the VM's VIFs.
+fn vif_locks(tx: &Tx<'_>, vm: &str) -> Result<Vec<locking::VifLock>, ApiError> {
+    crate::fields::refs(tx, "VM", vm, "VIFs")?
+        .iter()
+        .map(|vif| vif_lock(tx, vif))
+        .collect()
+}
+
+/// As [`vif_locks`], a VIF whose lock cannot be made (a locked VIF with a bad MAC) being
+/// disabled rather than left open.
+fn vif_locks_or_disabled(tx: &Tx<'_>, vm: &str) -> Result<Vec<locking::VifLock>, ApiError> {
+    let uuid = get_str(tx, "VM", vm, "uuid")?;
+    let mut out = Vec::new();
+    for vif in crate::fields::refs(tx, "VM", vm, "VIFs")? {
+        let tap = devices::tap_name(&uuid, &get_str(tx, "VIF", &vif, "device")?);
+        let lock = locking::vif_lock(tx, &vif).unwrap_or_else(|e| {
+            tracing::warn!("VIF {vif}: {e:?}; its traffic is dropped");
+            locking::Lock::Disabled
+        });
+        out.push(locking::VifLock { tap, lock });
+    }
+    Ok(out)
 }
 
 /// How long an adopted fv-vmm may take to answer (it may still be building its VM, or
@@ -1414,11 +1588,47 @@ impl Actions for Vms {
                     tx.set("VIF", r, "MAC", s(&devices::random_mac()?))?;
                     tx.set("VIF", r, "MAC_autogenerated", Value::Bool(true))?;
                 }
-                Ok(())
+                locking::check_allowed(tx, r)
             }
-            "network" => crate::objects::network_created(tx, r),
+            "network" => {
+                crate::objects::network_created(tx, r)?;
+                self.inner.dhcp.network_changed(tx, r)
+            }
             _ => Ok(()),
         }
+    }
+
+    /// A managed network's DHCP server follows its `other_config`.
+    fn changed(
+        &self,
+        tx: &mut Tx<'_>,
+        class: &'static Class,
+        r: &str,
+        field: &'static fv_xapi::model::Field,
+    ) -> Result<(), ApiError> {
+        if (class.name, field.name) == ("network", "other_config") {
+            self.inner.dhcp.network_changed(tx, r)?;
+        }
+        Ok(())
+    }
+
+    /// A VIF of a running VM stays while its tap and chain do (no hot-unplug yet).
+    fn destroying(&self, tx: &mut Tx<'_>, class: &'static Class, r: &str) -> Result<(), ApiError> {
+        if class.name == "network" {
+            self.inner.dhcp.network_destroyed(tx, r)?;
+        }
+        if class.name == "VIF" {
+            let vm = get_str(tx, "VIF", r, "VM")?;
+            if tx.exists("VM", &vm)? && get_str(tx, "VM", &vm, "power_state")? != "Halted" {
+                return Err(ApiError::new(
+                    &codes::OPERATION_NOT_ALLOWED,
+                    [format!(
+                        "the VIF is attached to running VM {vm}: shut the VM down first"
+                    )],
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn call(
@@ -1447,6 +1657,16 @@ impl Actions for Vms {
             let vbd = arg_ref(&args, 0);
             return self
                 .change_media(&vbd, vdi.as_deref())
+                .map(|()| Value::void());
+        }
+        if class.name == "VIF" {
+            return self
+                .vif_locking(msg.name, &arg_ref(&args, 0), &args)
+                .map(|()| Value::void());
+        }
+        if (class.name, msg.name) == ("network", "set_default_locking_mode") {
+            return self
+                .set_default_locking_mode(&arg_ref(&args, 0), &args)
                 .map(|()| Value::void());
         }
         if class.name != "VM" {

@@ -64,6 +64,7 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         kill_vmms(&self.0.join("data"));
+        kill_dhcp_servers(&self.0.join("data"));
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -79,6 +80,34 @@ pub fn kill_vmms(data: &Path) {
             .flatten()
         {
             let _ = vmm.kill();
+        }
+    }
+}
+
+/// The dnsmasq a managed network's bridge has (`<data>/run/dnsmasq/<bridge>.pid`), if it
+/// runs: its pid.
+pub fn dhcp_server(data: &Path, bridge: &str) -> Option<i64> {
+    let pid_file = data.join(format!("run/dnsmasq/{bridge}.pid"));
+    let pid: i64 = std::fs::read_to_string(&pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let ours = format!("--pid-file={}", pid_file.display());
+    let ours = cmdline.split(|b| *b == 0).any(|a| a == ours.as_bytes());
+    (ours && alive(pid)).then_some(pid)
+}
+
+/// Kills the DHCP servers fvd left under a data directory (it was killed, not stopped).
+pub fn kill_dhcp_servers(data: &Path) {
+    let Ok(files) = std::fs::read_dir(data.join("run/dnsmasq")) else {
+        return;
+    };
+    for f in files.flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_suffix(".pid").and_then(|b| dhcp_server(data, b)) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
         }
     }
 }
@@ -197,6 +226,14 @@ impl Fvd {
             .output()
             .expect("run nsenter");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// SIGTERM, as a service manager stops it; waits until it has ended.
+    pub fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
     }
 
     /// SIGKILL, as a crash would.

@@ -71,6 +71,43 @@ impl Actions for TestActions {
             _ => NoActions.call(ctx, c, m, args),
         }
     }
+
+    /// Refuses to destroy a network named "keep".
+    fn destroying(
+        &self,
+        tx: &mut crate::db::Tx<'_>,
+        c: &'static Class,
+        r: &str,
+    ) -> Result<(), ApiError> {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(format!("destroying {}", c.name));
+        if tx.get(c.name, r, "name_label")? == s("keep") {
+            return Err(ApiError::new(&codes::OPERATION_NOT_ALLOWED, ["kept"]));
+        }
+        Ok(())
+    }
+
+    /// Refuses an `other_config` with the key "refuse".
+    fn changed(
+        &self,
+        tx: &mut crate::db::Tx<'_>,
+        c: &'static Class,
+        r: &str,
+        f: &'static model::Field,
+    ) -> Result<(), ApiError> {
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(format!("changed {}.{}", c.name, f.name));
+        if let Value::Struct(m) = tx.get(c.name, r, f.name)? {
+            if m.contains_key("refuse") {
+                return Err(ApiError::new(&codes::INVALID_VALUE, ["refuse", ""]));
+            }
+        }
+        Ok(())
+    }
 }
 
 struct Env {
@@ -404,6 +441,57 @@ fn generic_calls_serve_the_database() {
         code(e.call("root", "VBD.create", vec![Value::Struct(BTreeMap::new())])),
         "FIELD_TYPE_ERROR"
     );
+}
+
+#[test]
+fn the_daemon_sees_generic_changes_and_destructions() {
+    let e = env();
+    let net = |name: &str| {
+        e.call(
+            "root",
+            "network.create",
+            vec![Value::Struct(BTreeMap::from([(
+                "name_label".into(),
+                s(name),
+            )]))],
+        )
+        .expect("network.create")
+    };
+    let kept = net("keep");
+    assert_eq!(
+        code(e.call("root", "network.destroy", vec![kept.clone()])),
+        "OPERATION_NOT_ALLOWED"
+    );
+    assert!(e
+        .call("root", "network.get_record", vec![kept.clone()])
+        .is_ok());
+    e.call(
+        "root",
+        "network.add_to_other_config",
+        vec![kept.clone(), s("k"), s("v")],
+    )
+    .expect("add");
+    // Refused by the hook: the change is undone.
+    assert_eq!(
+        code(e.call(
+            "root",
+            "network.add_to_other_config",
+            vec![kept.clone(), s("refuse"), s("v")],
+        )),
+        "INVALID_VALUE"
+    );
+    assert_eq!(
+        e.call("root", "network.get_other_config", vec![kept.clone()]),
+        Ok(Value::Struct(BTreeMap::from([("k".into(), s("v"))])))
+    );
+    e.call(
+        "root",
+        "network.set_name_label",
+        vec![kept.clone(), s("go")],
+    )
+    .expect("rename");
+    e.call("root", "network.destroy", vec![kept])
+        .expect("destroy");
 }
 
 #[test]

@@ -46,6 +46,7 @@ const PIF: Ty = Ty::Ref("PIF");
 const VIF: Ty = Ty::Ref("VIF");
 const VLAN: Ty = Ty::Ref("VLAN");
 const INT: Ty = Ty::Int;
+const IP_ERRS: &[&ErrorCode] = &[&codes::INVALID_VALUE];
 const OP_ERRS: &[&ErrorCode] = &[
     &codes::OTHER_OPERATION_IN_PROGRESS,
     &codes::OPERATION_NOT_ALLOWED,
@@ -71,7 +72,9 @@ pub static NETWORK_CLASS: Class = Class {
         dro("default_locking_mode", Ty::Enum(&NETWORK_DEFAULT_LOCKING_MODE), "The network will use this value to determine the behaviour of all VIFs where locking_mode = default").def(D::Str("unlocked")),
         dro("assigned_ips", Ty::Map(&VIF, &Ty::String), "The IP addresses assigned to VIFs on networks that have active xapi-managed DHCP servers.").def(D::Empty),
     ],
-    messages: &[],
+    messages: &[
+        call("set_default_locking_mode", &[p("network", NETWORK, "The network"), p("value", Ty::Enum(&NETWORK_DEFAULT_LOCKING_MODE), "The default locking mode for VIFs attached to this network.")], None, &[], Role::PoolOperator, "Set the default locking mode for VIFs attached to this network").asyn(),
+    ],
     lifecycle: Lifecycle::Generic,
     default_role: Role::PoolOperator,
     stored: true,
@@ -319,6 +322,13 @@ pub static VIF_CLASS: Class = Class {
     messages: &[
         call("plug", &[VIF_SELF], None, OP_ERRS, Role::VmAdmin, "Hotplug the specified VIF, dynamically attaching it to the running VM").asyn(),
         call("unplug", &[VIF_SELF], None, OP_ERRS, Role::VmAdmin, "Hot-unplug the specified VIF, dynamically unattaching it from the running VM").asyn(),
+        call("set_locking_mode", &[VIF_SELF, p("value", Ty::Enum(&VIF_LOCKING_MODE), "The new locking mode for the VIF")], None, &[], Role::PoolOperator, "Set the locking mode for this VIF").asyn(),
+        call("set_ipv4_allowed", &[VIF_SELF, p("value", t::STR_SET, "The IP addresses which will be associated with the VIF")], None, IP_ERRS, Role::PoolOperator, "Set the IPv4 addresses to which traffic on this VIF can be restricted").asyn(),
+        call("add_ipv4_allowed", &[VIF_SELF, p("value", Ty::String, "The IP address which will be associated with the VIF")], None, IP_ERRS, Role::PoolOperator, "Associates an IPv4 address with this VIF").asyn(),
+        call("remove_ipv4_allowed", &[VIF_SELF, p("value", Ty::String, "The IP address which will be removed from the VIF")], None, &[], Role::PoolOperator, "Removes an IPv4 address from this VIF").asyn(),
+        call("set_ipv6_allowed", &[VIF_SELF, p("value", t::STR_SET, "The IP addresses which will be associated with the VIF")], None, IP_ERRS, Role::PoolOperator, "Set the IPv6 addresses to which traffic on this VIF can be restricted").asyn(),
+        call("add_ipv6_allowed", &[VIF_SELF, p("value", Ty::String, "The IP address which will be associated with the VIF")], None, IP_ERRS, Role::PoolOperator, "Associates an IPv6 address with this VIF").asyn(),
+        call("remove_ipv6_allowed", &[VIF_SELF, p("value", Ty::String, "The IP address which will be removed from the VIF")], None, &[], Role::PoolOperator, "Removes an IPv6 address from this VIF").asyn(),
     ],
     lifecycle: Lifecycle::Generic,
     default_role: Role::VmAdmin,

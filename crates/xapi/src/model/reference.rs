@@ -69,7 +69,7 @@ fn class_section(out: &mut String, c: &'static Class) {
             let result = m.result.as_ref().map_or("void".into(), type_name);
             let errors: Vec<&str> = m.errors.iter().map(|e| e.name).collect();
             format!(
-                "| `{}({})` | {} | {} | {}{} | {} |",
+                "| `{}({})` | {} | {}{} | {} | {} |",
                 m.name,
                 cell(&params.join(", ")),
                 cell(&result),
