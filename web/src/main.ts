@@ -8,6 +8,9 @@ import { refusal } from "./roles";
 import { Store } from "./store";
 import { TaskPanel } from "./tasks";
 import { SerialConsole } from "./console";
+import { confirmDialog } from "./dialog";
+import { SnapshotsTab, StorageTab, Tab } from "./vmtabs";
+import { PerformanceTab } from "./perf";
 
 const app = document.getElementById("app") as HTMLElement;
 
@@ -290,25 +293,6 @@ const NEEDS_STATE: Record<string, string[]> = {
   destroy: ["Halted"],
 };
 
-function confirmDialog(title: string, text: string, action: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const yes = h("button", { class: "danger", value: "yes", id: "confirm-yes" }, action);
-    const no = h("button", { value: "no", id: "confirm-no" }, "Cancel");
-    const dialog = h(
-      "dialog",
-      { class: "confirm", "aria-labelledby": "confirm-title" },
-      h("form", { method: "dialog" }, h("h2", { id: "confirm-title" }, title), h("p", {}, text), h("div", { class: "buttons" }, no, yes)),
-    );
-    dialog.addEventListener("close", () => {
-      resolve(dialog.returnValue === "yes");
-      dialog.remove();
-    });
-    document.body.append(dialog);
-    dialog.showModal();
-    no.focus();
-  });
-}
-
 class VmView {
   readonly el: HTMLElement;
   private title = h("h1", { tabindex: "-1" });
@@ -318,6 +302,8 @@ class VmView {
   private consoleTab: HTMLElement;
   private tabButtons: HTMLButtonElement[] = [];
   private console: SerialConsole | null = null;
+  /** The tabs after General and Console, by id. */
+  private extra: Record<string, Tab>;
   private facts = h("dl", { class: "facts" });
   private nameInput: HTMLInputElement;
   private descInput: HTMLTextAreaElement;
@@ -368,7 +354,21 @@ class VmView {
       this.tabButtons.push(b);
       return b;
     };
-    const tabs = h("div", { role: "tablist", class: "tabs", "aria-label": "VM views" }, tab("general", "General"), tab("console", "Console"));
+    const context = { session, store, tasks, ref };
+    this.extra = {
+      storage: new StorageTab(context),
+      snapshots: new SnapshotsTab(context),
+      performance: new PerformanceTab(context),
+    };
+    const tabs = h(
+      "div",
+      { role: "tablist", class: "tabs", "aria-label": "VM views" },
+      tab("general", "General"),
+      tab("console", "Console"),
+      tab("storage", "Storage"),
+      tab("snapshots", "Snapshots"),
+      tab("performance", "Performance"),
+    );
     tabs.addEventListener("keydown", (ev) => {
       const i = this.tabButtons.indexOf(document.activeElement as HTMLButtonElement);
       if (i < 0 || (ev.key !== "ArrowRight" && ev.key !== "ArrowLeft")) return;
@@ -376,7 +376,7 @@ class VmView {
       next.focus();
       next.click();
     });
-    this.el = h("article", { class: "vm" }, h("div", { class: "heading" }, this.title, this.state), this.buttons, tabs, this.general, this.consoleTab);
+    this.el = h("article", { class: "vm" }, h("div", { class: "heading" }, this.title, this.state), this.buttons, tabs, this.general, this.consoleTab, ...Object.values(this.extra).map((t) => t.el));
     this.ticker = window.setInterval(() => this.renderFacts(), 1000);
     this.update(new Set(["vm"]));
     this.nameInput.value = String(this.rec().name_label ?? "");
@@ -391,6 +391,11 @@ class VmView {
     for (const b of this.tabButtons) b.setAttribute("aria-selected", String(b.id === `tab-${id}`));
     this.general.hidden = id !== "general";
     this.consoleTab.hidden = id !== "console";
+    for (const [name, t] of Object.entries(this.extra)) {
+      t.el.hidden = name !== id;
+      if (name === id) t.show();
+      else t.hide();
+    }
     if (id === "console") {
       if (!this.console) {
         this.console = new SerialConsole(this.session, String(this.rec().uuid));
@@ -416,6 +421,7 @@ class VmView {
   }
 
   update(changed: Set<string>): void {
+    for (const t of Object.values(this.extra)) t.update(changed);
     if (!changed.has("vm") && !changed.has("vm_metrics")) return;
     const vm = this.rec();
     const name = String(vm.name_label ?? "");
@@ -490,6 +496,7 @@ class VmView {
   dispose(): void {
     window.clearInterval(this.ticker);
     this.console?.dispose();
+    for (const t of Object.values(this.extra)) t.dispose();
   }
 }
 

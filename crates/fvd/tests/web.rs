@@ -233,6 +233,40 @@ fn the_browser_tests_pass() {
         "VM.set_PV_kernel",
         &[s(&broken), s("/nonexistent/ferrovisor-test-kernel")],
     );
+    // A VM with a disk, for the snapshot tests, and one with none, for the storage tests.
+    let snap_vm = c.tiny_vm("snap-vm", "echo");
+    let sr = match c.ok("SR.get_by_name_label", &[s("Local storage")]) {
+        Value::Array(srs) => srs[0].as_str().unwrap().to_owned(),
+        other => panic!("no Local storage SR: {other:?}"),
+    };
+    let record = |fields: &[(&str, Value)]| {
+        Value::Struct(
+            fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
+    };
+    let vdi = c.ok(
+        "VDI.create",
+        &[record(&[
+            ("name_label", s("snap-vm root")),
+            ("SR", s(&sr)),
+            ("virtual_size", Value::Int(1 << 30)),
+            ("type", s("system")),
+        ])],
+    );
+    c.ok(
+        "VBD.create",
+        &[record(&[
+            ("VM", s(&snap_vm)),
+            ("VDI", vdi),
+            ("userdevice", s("0")),
+            ("mode", s("RW")),
+            ("type", s("Disk")),
+        ])],
+    );
+    c.tiny_vm("disk-vm", "echo");
     let template = c.tiny_vm("echo-template", "echo");
     c.ok("VM.set_is_a_template", &[s(&template), Value::Bool(true)]);
     c.ok(
