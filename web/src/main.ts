@@ -11,6 +11,7 @@ import { SerialConsole } from "./console";
 import { confirmDialog } from "./dialog";
 import { SnapshotsTab, StorageTab, Tab } from "./vmtabs";
 import { PerformanceTab } from "./perf";
+import { newVmRefusal, newVmWizard } from "./wizard";
 
 const app = document.getElementById("app") as HTMLElement;
 
@@ -73,6 +74,8 @@ class App {
   private search: HTMLInputElement;
   private selected: Selection | null = null;
   private view: VmView | InfoView | null = null;
+  /** A VM the wizard made, to show once event.from has brought it. */
+  private pending: string | null = null;
 
   constructor(private readonly session: Session) {
     this.store = new Store(
@@ -110,7 +113,7 @@ class App {
       h(
         "div",
         { class: "layout" },
-        h("aside", { class: "side" }, this.search, this.tree),
+        h("aside", { class: "side" }, this.newVmButton(), this.search, this.tree),
         h("main", { class: "content" }, this.main, this.tasks.el),
       ),
     );
@@ -119,7 +122,41 @@ class App {
     this.store.start();
   }
 
+  private newVmButton(): HTMLElement {
+    const why = newVmRefusal(this.session.role);
+    return h(
+      "div",
+      { class: "new-vm" },
+      h(
+        "button",
+        {
+          class: "primary",
+          id: "new-vm",
+          disabled: !!why,
+          title: why ?? "Make a VM from a template",
+          onclick: () => void this.newVm(),
+        },
+        "New VM",
+      ),
+      why ? h("p", { class: "reason", id: "new-vm-reason" }, why) : null,
+    );
+  }
+
+  private async newVm(): Promise<void> {
+    const template = this.selected?.cls === "vm" && this.store.get("vm", this.selected.ref)?.is_a_template ? this.selected.ref : undefined;
+    const vm = await newVmWizard(this.session, this.store, this.tasks, template);
+    if (!vm) return;
+    if (this.store.get("vm", vm)) this.select({ cls: "vm", ref: vm });
+    else this.pending = vm;
+  }
+
   private changed(changed: Set<string>): void {
+    if (this.pending && this.store.get("vm", this.pending)) {
+      const vm = this.pending;
+      this.pending = null;
+      this.select({ cls: "vm", ref: vm });
+      return;
+    }
     this.renderTree();
     if (this.selected && !this.store.get(this.selected.cls, this.selected.ref)) {
       this.select(null);
@@ -422,7 +459,7 @@ class VmView {
 
   update(changed: Set<string>): void {
     for (const t of Object.values(this.extra)) t.update(changed);
-    if (!changed.has("vm") && !changed.has("vm_metrics")) return;
+    if (!changed.has("vm") && !changed.has("vm_metrics") && !changed.has("vif")) return;
     const vm = this.rec();
     const name = String(vm.name_label ?? "");
     const state = String(vm.power_state ?? "");
@@ -450,6 +487,7 @@ class VmView {
       ["Power state", state, "fact-state"],
       ["vCPUs", String(vcpus ?? "—"), "fact-vcpus"],
       ["Memory", bytes(vm.memory_static_max), "fact-memory"],
+      ["Networks", this.networks(vm), "fact-networks"],
       ["Uptime", uptime, "fact-uptime"],
       ["Boot kernel", String(vm.PV_kernel || "—"), "fact-kernel"],
       ["Kernel arguments", String(vm.PV_args || "(default)"), "fact-args"],
@@ -457,6 +495,15 @@ class VmView {
     ];
     if (vm.is_a_template) rows.push(["Template", "yes", "fact-template"]);
     this.facts.replaceChildren(...rows.flatMap(([k, v, id]) => [h("dt", {}, k), h("dd", { id }, v)]));
+  }
+
+  private networks(vm: Rec): string {
+    const names = (Array.isArray(vm.VIFs) ? vm.VIFs : [])
+      .map((r) => this.store.get("vif", String(r)))
+      .filter((vif): vif is Rec => !!vif)
+      .sort((a, b) => String(a.device).localeCompare(String(b.device), undefined, { numeric: true }))
+      .map((vif) => String(this.store.get("network", String(vif.network))?.name_label ?? "?"));
+    return names.length ? names.join(", ") : "none";
   }
 
   private renderButtons(vm: Rec): void {

@@ -166,3 +166,48 @@ test("a read-only user cannot snapshot, revert or change disks, and is told why"
   await expect(row.locator('[data-action="detach"]')).toBeDisabled();
   await page.screenshot({ path: `${shots}/read-only-storage.png` });
 });
+
+test("the New VM wizard makes a VM from a template with the chosen settings", async ({ page }) => {
+  await login(page, "root", root);
+  await page.getByRole("button", { name: "New VM" }).click();
+  const dialog = page.getByRole("dialog");
+  await expect(dialog).toContainText("New VM");
+  await dialog.getByLabel("Template").selectOption({ label: "echo-template" });
+  await expect(page.locator("#wiz-disk-note")).toContainText("no disk");
+  await dialog.getByLabel("Name").fill("wizard-vm");
+  await dialog.getByLabel("vCPUs").fill("2");
+  await dialog.getByLabel("Memory (MiB)").fill("96");
+  await dialog.getByLabel("Disk size (GiB)").fill("1.5");
+  const local = await dialog.locator("#wiz-sr option", { hasText: "Local storage" }).getAttribute("value");
+  await dialog.getByLabel("Storage").selectOption(local ?? "");
+  await dialog.getByLabel("Network").selectOption({ label: "Host internal network" });
+  await page.screenshot({ path: `${shots}/new-vm-wizard.png` });
+  await dialog.getByRole("button", { name: "Create VM" }).click();
+
+  // The new VM is shown, with what was asked for.
+  await expect(page.locator("h1")).toHaveText("wizard-vm");
+  await expect(vmNode(page, "wizard-vm")).toBeVisible();
+  await expect(page.locator("#power-state")).toHaveText("Halted");
+  await expect(page.locator("#fact-vcpus")).toHaveText("2");
+  await expect(page.locator("#fact-memory")).toHaveText("96 MiB");
+  await expect(page.locator("#fact-networks")).toHaveText("Host internal network");
+  await expect(page.locator("#fact-template")).toHaveCount(0);
+  await page.getByRole("tab", { name: "Storage" }).click();
+  const disk = page.locator("#vbd-list tbody tr");
+  await expect(disk).toHaveCount(1);
+  await expect(disk.locator(".size")).toHaveText("1.5 GiB");
+  await expect(disk).toContainText("Local storage");
+  // It runs.
+  await page.getByRole("tab", { name: "General" }).click();
+  await page.locator('[data-op="start"]').click();
+  await expect(page.locator("#power-state")).toHaveText("Running");
+  await expect(page.locator("#fact-vcpus")).toHaveText("2");
+  await expect(page.locator("#tasks .task.failed")).toHaveCount(0);
+  await forceShutDown(page);
+});
+
+test("a read-only user cannot open the New VM wizard, and is told why", async ({ page }) => {
+  await login(page, roUser, roPassword);
+  await expect(page.getByRole("button", { name: "New VM" })).toBeDisabled();
+  await expect(page.locator("#new-vm-reason")).toContainText("vm-admin");
+});
