@@ -124,7 +124,7 @@ fn install_from_a_template_then_clone_and_copy() {
         !allowed.contains("start"),
         "a template may not start: {allowed}"
     );
-    c.ok("VM.provision", &[other.clone()]);
+    c.ok("VM.provision", std::slice::from_ref(&other));
     c.ok("VM.set_is_a_template", &[other.clone(), Value::Bool(false)]);
     let allowed = format!(
         "{:?}",
