@@ -122,8 +122,8 @@ export class SnapshotsTab implements Tab {
         "tr",
         { "data-name": name },
         h("td", { class: "name" }, name),
-        h("td", {}, taken ? taken.toLocaleString() : "—"),
-        h("td", {}, disks.length === 1 ? "1 disk" : `${disks.length} disks`),
+        h("td", { "data-label": "Taken" }, taken ? taken.toLocaleString() : "—"),
+        h("td", { "data-label": "Disks" }, disks.length === 1 ? "1 disk" : `${disks.length} disks`),
         h(
           "td",
           { class: "row-actions" },
@@ -279,11 +279,11 @@ export class StorageTab implements Tab {
       return h(
         "tr",
         { "data-name": name },
-        h("td", {}, device, vbd.type === "CD" ? " (CD)" : ""),
+        h("td", { "data-label": "Position" }, device, vbd.type === "CD" ? " (CD)" : ""),
         h("td", { class: "name" }, name),
-        h("td", { class: "size" }, vdi ? bytes(vdi.virtual_size) : "—"),
-        h("td", {}, vbd.mode === "RO" ? "read-only" : "read/write"),
-        h("td", {}, sr ? String(sr.name_label) : "—"),
+        h("td", { class: "size", "data-label": "Size" }, vdi ? bytes(vdi.virtual_size) : "—"),
+        h("td", { "data-label": "Mode" }, vbd.mode === "RO" ? "read-only" : "read/write"),
+        h("td", { "data-label": "Storage" }, sr ? String(sr.name_label) : "—"),
         h(
           "td",
           { class: "row-actions" },

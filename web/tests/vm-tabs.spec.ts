@@ -211,3 +211,24 @@ test("a read-only user cannot open the New VM wizard, and is told why", async ({
   await expect(page.getByRole("button", { name: "New VM" })).toBeDisabled();
   await expect(page.locator("#new-vm-reason")).toContainText("vm-admin");
 });
+
+test("the new tabs and the wizard fit a phone", async ({ page }) => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  await login(page, "root", root);
+  await vmNode(page, "snap-vm").click();
+  await expect(page.locator("#power-state")).toBeVisible();
+  const sideways = () => page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+  for (const tab of ["Storage", "Snapshots", "Performance"]) {
+    await page.getByRole("tab", { name: tab }).click();
+    await expect(page.locator(`#panel-${tab.toLowerCase()}`)).toBeVisible();
+    expect(await sideways(), `the ${tab} tab scrolls sideways`).toBe(false);
+    await page.screenshot({ path: `${shots}/phone-${tab.toLowerCase()}.png`, fullPage: true });
+  }
+  await page.getByRole("button", { name: "New VM" }).click();
+  await expect(page.getByRole("dialog")).toContainText("New VM");
+  const box = await page.getByRole("dialog").boundingBox();
+  expect(box && box.x >= 0 && box.x + box.width <= 390).toBe(true);
+  await page.screenshot({ path: `${shots}/phone-new-vm.png` });
+  await page.getByRole("button", { name: "Cancel" }).click();
+  await expect(page.getByRole("dialog")).toHaveCount(0);
+});
