@@ -206,6 +206,32 @@ test("the New VM wizard makes a VM from a template with the chosen settings", as
   await forceShutDown(page);
 });
 
+test("the wizard copies a template's disk, grows it, and can leave the VM off the network", async ({ page }) => {
+  await login(page, "root", root);
+  // Started from the template's own view, the wizard picks that template.
+  await page.locator("#tree-templates button.node", { hasText: "disk-template" }).click();
+  await page.getByRole("button", { name: "New VM" }).click();
+  const dialog = page.getByRole("dialog");
+  await expect(dialog.getByLabel("Template")).toHaveValue(await vmRef(page, "disk-template"));
+  await expect(page.locator("#wiz-disk-note")).toContainText("disk-template root (1 GiB) is copied");
+  await expect(dialog.getByLabel("Disk size (GiB)")).toHaveValue("1");
+  await dialog.getByLabel("Name").fill("grown-vm");
+  await dialog.getByLabel("Disk size (GiB)").fill("2");
+  await dialog.getByLabel("Network").selectOption({ label: "No network" });
+  await dialog.getByRole("button", { name: "Create VM" }).click();
+
+  await expect(page.locator("h1")).toHaveText("grown-vm");
+  await expect(page.locator("#fact-networks")).toHaveText("none");
+  await page.getByRole("tab", { name: "Storage" }).click();
+  await expect(page.locator("#vbd-list tbody tr")).toHaveCount(1);
+  await expect(page.locator("#vbd-list tbody tr .size")).toHaveText("2 GiB");
+  // The template keeps its own 1 GiB disk.
+  await page.locator("#tree-templates button.node", { hasText: "disk-template" }).click();
+  await page.getByRole("tab", { name: "Storage" }).click();
+  await expect(page.locator('#vbd-list tr[data-name="disk-template root"] .size')).toHaveText("1 GiB");
+  await expect(page.locator("#tasks .task.failed")).toHaveCount(0);
+});
+
 test("a read-only user cannot open the New VM wizard, and is told why", async ({ page }) => {
   await login(page, roUser, roPassword);
   await expect(page.getByRole("button", { name: "New VM" })).toBeDisabled();

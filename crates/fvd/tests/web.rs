@@ -247,28 +247,39 @@ fn the_browser_tests_pass() {
                 .collect(),
         )
     };
-    let vdi = c.ok(
-        "VDI.create",
-        &[record(&[
-            ("name_label", s("snap-vm root")),
-            ("SR", s(&sr)),
-            ("virtual_size", Value::Int(1 << 30)),
-            ("type", s("system")),
-        ])],
-    );
-    c.ok(
-        "VBD.create",
-        &[record(&[
-            ("VM", s(&snap_vm)),
-            ("VDI", vdi),
-            ("userdevice", s("0")),
-            ("mode", s("RW")),
-            ("type", s("Disk")),
-        ])],
-    );
+    // A 1 GiB disk for `vm`.
+    let add_disk = |vm: &str, name: &str| {
+        let vdi = c.ok(
+            "VDI.create",
+            &[record(&[
+                ("name_label", s(name)),
+                ("SR", s(&sr)),
+                ("virtual_size", Value::Int(1 << 30)),
+                ("type", s("system")),
+            ])],
+        );
+        c.ok(
+            "VBD.create",
+            &[record(&[
+                ("VM", s(vm)),
+                ("VDI", vdi),
+                ("userdevice", s("0")),
+                ("mode", s("RW")),
+                ("type", s("Disk")),
+            ])],
+        );
+    };
+    add_disk(&snap_vm, "snap-vm root");
     c.tiny_vm("disk-vm", "echo");
+    // Templates for the New VM wizard: one bare, one with a disk (as the ready template).
     let template = c.tiny_vm("echo-template", "echo");
     c.ok("VM.set_is_a_template", &[s(&template), Value::Bool(true)]);
+    let disk_template = c.tiny_vm("disk-template", "echo");
+    add_disk(&disk_template, "disk-template root");
+    c.ok(
+        "VM.set_is_a_template",
+        &[s(&disk_template), Value::Bool(true)],
+    );
     c.ok(
         "user.create_local",
         &[s("viewer"), s("viewer-password"), s("read-only")],
