@@ -32,6 +32,8 @@ interface ChartSpec {
   unit: (v: number) => string;
   /** The top of the scale when fixed (CPU: 100 %). */
   max?: number;
+  /** The least top of the scale (so that an idle disk is not drawn at full height). */
+  minTop?: number;
 }
 
 const CHARTS: ChartSpec[] = [
@@ -44,6 +46,7 @@ const CHARTS: ChartSpec[] = [
       { ds: "vmm_rss", label: () => "resident (fv-vmm)" },
     ],
     unit: (v) => bytes(v),
+    minTop: 16 * 2 ** 20,
   },
   {
     id: "disk",
@@ -53,12 +56,14 @@ const CHARTS: ChartSpec[] = [
       { ds: "vmm_io_write", label: () => "write" },
     ],
     unit: (v) => `${bytes(v)}/s`,
+    minTop: 1024,
   },
   {
     id: "network",
     title: "Network",
     sources: [{ ds: /^vif_\d+_(rx|tx)$/, label: (ds) => ds.replace(/^vif_(\d+)_(rx|tx)$/, (_, n: string, d: string) => `VIF ${n} ${d === "rx" ? "received" : "sent"}`) }],
     unit: (v) => `${bytes(v)}/s`,
+    minTop: 1024,
   },
 ];
 
@@ -89,6 +94,15 @@ function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string,
   return el;
 }
 
+/** A round number of bytes at least `x` for the top of a scale: 1, 1.5, 2, 3, 4, 5, 6 or 8 times a power of ten, of B, KiB, MiB or GiB. */
+export function niceTop(x: number): number {
+  const base = 1024 ** Math.min(3, Math.max(0, Math.floor(Math.log(x) / Math.log(1024))));
+  const v = x / base;
+  const p = 10 ** Math.floor(Math.log10(v));
+  const m = [1, 1.5, 2, 3, 4, 5, 6, 8, 10].find((m) => m * p >= v * (1 - 1e-9)) ?? 10;
+  return m * p * base;
+}
+
 const W = 640;
 const H = 150;
 const PAD = { left: 64, right: 10, top: 10, bottom: 24 };
@@ -97,7 +111,7 @@ const PAD = { left: 64, right: 10, top: 10, bottom: 24 };
 function drawChart(spec: ChartSpec, series: Series[], from: number, to: number): SVGSVGElement {
   const el = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", id: `chart-${spec.id}`, class: "chart" });
   const all = series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite);
-  const top = spec.max ?? Math.max(1, ...all) * 1.1;
+  const top = spec.max ?? niceTop(Math.max(spec.minTop ?? 1, Math.max(0, ...all) * 1.05));
   const pw = W - PAD.left - PAD.right;
   const ph = H - PAD.top - PAD.bottom;
   const x = (t: number) => PAD.left + ((t - from) / Math.max(1, to - from)) * pw;

@@ -306,7 +306,8 @@ export class StorageTab implements Tab {
       ),
       h("tbody", {}, rows),
     );
-    const notes = [detachWhy, resizeWhy].filter((w): w is string => !!w);
+    // A reason the add form below already gives is not repeated here.
+    const notes = [detachWhy, resizeWhy].filter((w): w is string => !!w && w !== addWhy);
     this.list.replaceChildren(table, ...[...new Set(notes)].map((w) => h("p", { class: "reason disk-note" }, w)));
   }
 

@@ -109,7 +109,14 @@ export function newVmWizard(session: Session, store: Store, tasks: TaskPanel, te
       h("div", { class: "buttons" }, cancel, create),
     );
     const dialog = h("dialog", { class: "wizard", "aria-labelledby": "wiz-title" }, form);
-    cancel.addEventListener("click", () => dialog.close());
+    let busy = false;
+    cancel.addEventListener("click", () => {
+      if (!busy) dialog.close();
+    });
+    // Escape while the VM is being made would lose sight of it: the steps go on.
+    dialog.addEventListener("cancel", (ev) => {
+      if (busy) ev.preventDefault();
+    });
     dialog.addEventListener("close", () => {
       dialog.remove();
       resolve(result);
@@ -125,6 +132,8 @@ export function newVmWizard(session: Session, store: Store, tasks: TaskPanel, te
       ev.preventDefault();
       void (async () => {
         create.disabled = true;
+        cancel.disabled = true;
+        busy = true;
         error.textContent = "";
         progress.replaceChildren();
         const label = `New VM ${name.value}`;
@@ -152,6 +161,9 @@ export function newVmWizard(session: Session, store: Store, tasks: TaskPanel, te
           error.textContent = explainError(e).text;
           tasks.fail(label, e);
           create.disabled = false;
+        } finally {
+          busy = false;
+          cancel.disabled = false;
         }
       })();
     });

@@ -1,7 +1,8 @@
 import { test, expect, Page } from "@playwright/test";
 
 // The VM view's Snapshots, Performance and Storage tabs, against the fvd that
-// crates/fvd/tests/web.rs starts: `snap-vm` has one 1 GiB disk, `disk-vm` none.
+// crates/fvd/tests/web.rs starts: `snap-vm` has one 1 GiB disk, `disk-vm` none, `perf-vm`
+// a NIC on the host internal network.
 
 const root = process.env.FV_ROOT_PASSWORD ?? "";
 const roUser = process.env.FV_READONLY_USER ?? "";
@@ -93,9 +94,10 @@ test("take a snapshot of a running VM, revert to it once halted, delete it", asy
   await expect(page.locator("#vbd-list tbody tr")).toHaveCount(1);
 });
 
-test("the performance tab draws a running VM's CPU and memory", async ({ page }) => {
+test("the performance tab draws a running VM's CPU, memory and network", async ({ page }) => {
   await login(page, "root", root);
-  await vmNode(page, "echo-vm").click();
+  await vmNode(page, "perf-vm").click();
+  await expect(page.locator("#fact-networks")).toHaveText("Host internal network");
   await page.locator('[data-op="start"]').click();
   await expect(page.locator("#power-state")).toHaveText("Running");
   await page.getByRole("tab", { name: "Performance" }).click();
@@ -106,8 +108,12 @@ test("the performance tab draws a running VM's CPU and memory", async ({ page })
   await expect(page.locator("#chart-memory path.line").first()).toHaveAttribute("data-points", /^([2-9]|\d\d+)$/);
   // The memory graph's scale reaches the VM's 64 MiB.
   await expect(page.locator("#chart-memory")).toHaveAttribute("aria-label", /VM memory: 64 MiB/);
+  // Its NIC's traffic, both ways (the guest sends nothing: a flat line is still a line).
+  const net = page.locator("#chart-network path.line");
+  await expect(net).toHaveCount(2);
+  await expect(page.locator("#chart-network")).toHaveAttribute("aria-label", /VIF 0 received: .*; VIF 0 sent: /);
   await expect(page.locator("#perf-status")).toContainText("every 5 s");
-  await page.screenshot({ path: `${shots}/vm-performance.png` });
+  await page.screenshot({ path: `${shots}/vm-performance.png`, fullPage: true });
   // Another range asks the 1-minute archive.
   await page.locator('[data-range="2h"]').click();
   await expect(page.locator('[data-range="2h"]')).toHaveAttribute("aria-pressed", "true");

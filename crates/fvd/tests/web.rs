@@ -271,6 +271,22 @@ fn the_browser_tests_pass() {
     };
     add_disk(&snap_vm, "snap-vm root");
     c.tiny_vm("disk-vm", "echo");
+    // A VM with a NIC, for the performance graphs.
+    let perf_vm = c.tiny_vm("perf-vm", "echo");
+    let network = match c.ok("network.get_by_name_label", &[s("Host internal network")]) {
+        Value::Array(n) => n[0].clone(),
+        other => panic!("no host internal network: {other:?}"),
+    };
+    c.ok(
+        "VIF.create",
+        &[record(&[
+            ("VM", s(&perf_vm)),
+            ("network", network),
+            ("device", s("0")),
+            ("MAC", s("")),
+            ("MTU", Value::Int(1500)),
+        ])],
+    );
     // Templates for the New VM wizard: one bare, one with a disk (as the ready template).
     let template = c.tiny_vm("echo-template", "echo");
     c.ok("VM.set_is_a_template", &[s(&template), Value::Bool(true)]);
