@@ -56,5 +56,5 @@ export function bytes(n: unknown): string {
     x /= 1024;
     i++;
   }
-  return `${x >= 10 || i === 0 ? Math.round(x) : x.toFixed(1)} ${units[i]}`;
+  return `${x >= 10 || i === 0 ? Math.round(x) : x.toFixed(1).replace(/\.0$/, "")} ${units[i]}`;
 }

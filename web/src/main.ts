@@ -8,6 +8,10 @@ import { refusal } from "./roles";
 import { Store } from "./store";
 import { TaskPanel } from "./tasks";
 import { SerialConsole } from "./console";
+import { confirmDialog } from "./dialog";
+import { SnapshotsTab, StorageTab, Tab } from "./vmtabs";
+import { PerformanceTab } from "./perf";
+import { newVmRefusal, newVmWizard } from "./wizard";
 
 const app = document.getElementById("app") as HTMLElement;
 
@@ -70,6 +74,8 @@ class App {
   private search: HTMLInputElement;
   private selected: Selection | null = null;
   private view: VmView | InfoView | null = null;
+  /** A VM the wizard made, to show once event.from has brought it. */
+  private pending: string | null = null;
 
   constructor(private readonly session: Session) {
     this.store = new Store(
@@ -107,7 +113,7 @@ class App {
       h(
         "div",
         { class: "layout" },
-        h("aside", { class: "side" }, this.search, this.tree),
+        h("aside", { class: "side" }, this.newVmButton(), this.search, this.tree),
         h("main", { class: "content" }, this.main, this.tasks.el),
       ),
     );
@@ -116,7 +122,41 @@ class App {
     this.store.start();
   }
 
+  private newVmButton(): HTMLElement {
+    const why = newVmRefusal(this.session.role);
+    return h(
+      "div",
+      { class: "new-vm" },
+      h(
+        "button",
+        {
+          class: "primary",
+          id: "new-vm",
+          disabled: !!why,
+          title: why ?? "Make a VM from a template",
+          onclick: () => void this.newVm(),
+        },
+        "New VM",
+      ),
+      why ? h("p", { class: "reason", id: "new-vm-reason" }, why) : null,
+    );
+  }
+
+  private async newVm(): Promise<void> {
+    const template = this.selected?.cls === "vm" && this.store.get("vm", this.selected.ref)?.is_a_template ? this.selected.ref : undefined;
+    const vm = await newVmWizard(this.session, this.store, this.tasks, template);
+    if (!vm) return;
+    if (this.store.get("vm", vm)) this.select({ cls: "vm", ref: vm });
+    else this.pending = vm;
+  }
+
   private changed(changed: Set<string>): void {
+    if (this.pending && this.store.get("vm", this.pending)) {
+      const vm = this.pending;
+      this.pending = null;
+      this.select({ cls: "vm", ref: vm });
+      return;
+    }
     this.renderTree();
     if (this.selected && !this.store.get(this.selected.cls, this.selected.ref)) {
       this.select(null);
@@ -290,25 +330,6 @@ const NEEDS_STATE: Record<string, string[]> = {
   destroy: ["Halted"],
 };
 
-function confirmDialog(title: string, text: string, action: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const yes = h("button", { class: "danger", value: "yes", id: "confirm-yes" }, action);
-    const no = h("button", { value: "no", id: "confirm-no" }, "Cancel");
-    const dialog = h(
-      "dialog",
-      { class: "confirm", "aria-labelledby": "confirm-title" },
-      h("form", { method: "dialog" }, h("h2", { id: "confirm-title" }, title), h("p", {}, text), h("div", { class: "buttons" }, no, yes)),
-    );
-    dialog.addEventListener("close", () => {
-      resolve(dialog.returnValue === "yes");
-      dialog.remove();
-    });
-    document.body.append(dialog);
-    dialog.showModal();
-    no.focus();
-  });
-}
-
 class VmView {
   readonly el: HTMLElement;
   private title = h("h1", { tabindex: "-1" });
@@ -318,6 +339,8 @@ class VmView {
   private consoleTab: HTMLElement;
   private tabButtons: HTMLButtonElement[] = [];
   private console: SerialConsole | null = null;
+  /** The tabs after General and Console, by id. */
+  private extra: Record<string, Tab>;
   private facts = h("dl", { class: "facts" });
   private nameInput: HTMLInputElement;
   private descInput: HTMLTextAreaElement;
@@ -368,7 +391,21 @@ class VmView {
       this.tabButtons.push(b);
       return b;
     };
-    const tabs = h("div", { role: "tablist", class: "tabs", "aria-label": "VM views" }, tab("general", "General"), tab("console", "Console"));
+    const context = { session, store, tasks, ref };
+    this.extra = {
+      storage: new StorageTab(context),
+      snapshots: new SnapshotsTab(context),
+      performance: new PerformanceTab(context),
+    };
+    const tabs = h(
+      "div",
+      { role: "tablist", class: "tabs", "aria-label": "VM views" },
+      tab("general", "General"),
+      tab("console", "Console"),
+      tab("storage", "Storage"),
+      tab("snapshots", "Snapshots"),
+      tab("performance", "Performance"),
+    );
     tabs.addEventListener("keydown", (ev) => {
       const i = this.tabButtons.indexOf(document.activeElement as HTMLButtonElement);
       if (i < 0 || (ev.key !== "ArrowRight" && ev.key !== "ArrowLeft")) return;
@@ -376,7 +413,7 @@ class VmView {
       next.focus();
       next.click();
     });
-    this.el = h("article", { class: "vm" }, h("div", { class: "heading" }, this.title, this.state), this.buttons, tabs, this.general, this.consoleTab);
+    this.el = h("article", { class: "vm" }, h("div", { class: "heading" }, this.title, this.state), this.buttons, tabs, this.general, this.consoleTab, ...Object.values(this.extra).map((t) => t.el));
     this.ticker = window.setInterval(() => this.renderFacts(), 1000);
     this.update(new Set(["vm"]));
     this.nameInput.value = String(this.rec().name_label ?? "");
@@ -391,6 +428,11 @@ class VmView {
     for (const b of this.tabButtons) b.setAttribute("aria-selected", String(b.id === `tab-${id}`));
     this.general.hidden = id !== "general";
     this.consoleTab.hidden = id !== "console";
+    for (const [name, t] of Object.entries(this.extra)) {
+      t.el.hidden = name !== id;
+      if (name === id) t.show();
+      else t.hide();
+    }
     if (id === "console") {
       if (!this.console) {
         this.console = new SerialConsole(this.session, String(this.rec().uuid));
@@ -416,7 +458,8 @@ class VmView {
   }
 
   update(changed: Set<string>): void {
-    if (!changed.has("vm") && !changed.has("vm_metrics")) return;
+    for (const t of Object.values(this.extra)) t.update(changed);
+    if (!changed.has("vm") && !changed.has("vm_metrics") && !changed.has("vif")) return;
     const vm = this.rec();
     const name = String(vm.name_label ?? "");
     const state = String(vm.power_state ?? "");
@@ -444,6 +487,7 @@ class VmView {
       ["Power state", state, "fact-state"],
       ["vCPUs", String(vcpus ?? "—"), "fact-vcpus"],
       ["Memory", bytes(vm.memory_static_max), "fact-memory"],
+      ["Networks", this.networks(vm), "fact-networks"],
       ["Uptime", uptime, "fact-uptime"],
       ["Boot kernel", String(vm.PV_kernel || "—"), "fact-kernel"],
       ["Kernel arguments", String(vm.PV_args || "(default)"), "fact-args"],
@@ -451,6 +495,15 @@ class VmView {
     ];
     if (vm.is_a_template) rows.push(["Template", "yes", "fact-template"]);
     this.facts.replaceChildren(...rows.flatMap(([k, v, id]) => [h("dt", {}, k), h("dd", { id }, v)]));
+  }
+
+  private networks(vm: Rec): string {
+    const names = (Array.isArray(vm.VIFs) ? vm.VIFs : [])
+      .map((r) => this.store.get("vif", String(r)))
+      .filter((vif): vif is Rec => !!vif)
+      .sort((a, b) => String(a.device).localeCompare(String(b.device), undefined, { numeric: true }))
+      .map((vif) => String(this.store.get("network", String(vif.network))?.name_label ?? "?"));
+    return names.length ? names.join(", ") : "none";
   }
 
   private renderButtons(vm: Rec): void {
@@ -490,6 +543,7 @@ class VmView {
   dispose(): void {
     window.clearInterval(this.ticker);
     this.console?.dispose();
+    for (const t of Object.values(this.extra)) t.dispose();
   }
 }
 

@@ -15,6 +15,18 @@ export const NEEDS: Record<string, string> = {
   "VM.destroy": "vm-admin",
   "VM.set_name_label": "vm-admin",
   "VM.set_name_description": "vm-admin",
+  "VM.copy": "vm-admin",
+  "VM.provision": "vm-admin",
+  "VM.set_memory_limits": "vm-power-admin",
+  "VIF.create": "vm-admin",
+  "VIF.destroy": "vm-admin",
+  "VM.snapshot": "vm-power-admin",
+  "VM.revert": "vm-power-admin",
+  "VDI.create": "vm-admin",
+  "VDI.destroy": "vm-admin",
+  "VDI.resize": "vm-admin",
+  "VBD.create": "vm-admin",
+  "VBD.destroy": "vm-admin",
   "console.type": "vm-operator",
 };
 

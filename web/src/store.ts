@@ -4,7 +4,7 @@
 
 import { Rec, Session, XenApiError } from "./api";
 
-export const CLASSES = ["pool", "host", "VM", "VM_metrics", "SR", "network", "task"];
+export const CLASSES = ["pool", "host", "VM", "VM_metrics", "VBD", "VDI", "VIF", "SR", "network", "task"];
 
 /** How long one event.from call waits for a change, in seconds. */
 const EVENT_TIMEOUT = 30;

@@ -113,6 +113,25 @@ fn install_from_a_template_then_clone_and_copy() {
     );
     let allowed = format!("{:?}", c.field("VM", &vm, "allowed_operations"));
     assert!(allowed.contains("start"), "{allowed}");
+    // As fv vm-install and the web console's wizard do it: provisioned while still a
+    // template, then made a VM. Its allowed operations follow at once.
+    let other = c.ok("VM.clone", &[s(&template), s("installed later")]);
+    let allowed = format!(
+        "{:?}",
+        c.field("VM", other.as_str().unwrap(), "allowed_operations")
+    );
+    assert!(
+        !allowed.contains("start"),
+        "a template may not start: {allowed}"
+    );
+    c.ok("VM.provision", std::slice::from_ref(&other));
+    c.ok("VM.set_is_a_template", &[other.clone(), Value::Bool(false)]);
+    let allowed = format!(
+        "{:?}",
+        c.field("VM", other.as_str().unwrap(), "allowed_operations")
+    );
+    assert!(allowed.contains("start"), "{allowed}");
+    c.ok("VM.destroy", &[other]);
     c.ok(
         "VM.start",
         &[s(&vm), Value::Bool(false), Value::Bool(false)],

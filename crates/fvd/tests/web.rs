@@ -233,8 +233,69 @@ fn the_browser_tests_pass() {
         "VM.set_PV_kernel",
         &[s(&broken), s("/nonexistent/ferrovisor-test-kernel")],
     );
+    // A VM with a disk, for the snapshot tests, and one with none, for the storage tests.
+    let snap_vm = c.tiny_vm("snap-vm", "echo");
+    let sr = match c.ok("SR.get_by_name_label", &[s("Local storage")]) {
+        Value::Array(srs) => srs[0].as_str().unwrap().to_owned(),
+        other => panic!("no Local storage SR: {other:?}"),
+    };
+    let record = |fields: &[(&str, Value)]| {
+        Value::Struct(
+            fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
+    };
+    // A 1 GiB disk for `vm`.
+    let add_disk = |vm: &str, name: &str| {
+        let vdi = c.ok(
+            "VDI.create",
+            &[record(&[
+                ("name_label", s(name)),
+                ("SR", s(&sr)),
+                ("virtual_size", Value::Int(1 << 30)),
+                ("type", s("system")),
+            ])],
+        );
+        c.ok(
+            "VBD.create",
+            &[record(&[
+                ("VM", s(vm)),
+                ("VDI", vdi),
+                ("userdevice", s("0")),
+                ("mode", s("RW")),
+                ("type", s("Disk")),
+            ])],
+        );
+    };
+    add_disk(&snap_vm, "snap-vm root");
+    c.tiny_vm("disk-vm", "echo");
+    // A VM with a NIC, for the performance graphs.
+    let perf_vm = c.tiny_vm("perf-vm", "echo");
+    let network = match c.ok("network.get_by_name_label", &[s("Host internal network")]) {
+        Value::Array(n) => n[0].clone(),
+        other => panic!("no host internal network: {other:?}"),
+    };
+    c.ok(
+        "VIF.create",
+        &[record(&[
+            ("VM", s(&perf_vm)),
+            ("network", network),
+            ("device", s("0")),
+            ("MAC", s("")),
+            ("MTU", Value::Int(1500)),
+        ])],
+    );
+    // Templates for the New VM wizard: one bare, one with a disk (as the ready template).
     let template = c.tiny_vm("echo-template", "echo");
     c.ok("VM.set_is_a_template", &[s(&template), Value::Bool(true)]);
+    let disk_template = c.tiny_vm("disk-template", "echo");
+    add_disk(&disk_template, "disk-template root");
+    c.ok(
+        "VM.set_is_a_template",
+        &[s(&disk_template), Value::Bool(true)],
+    );
     c.ok(
         "user.create_local",
         &[s("viewer"), s("viewer-password"), s("read-only")],

@@ -194,20 +194,35 @@ pub fn vcpu_seconds(pid: i32) -> Vec<(u32, f64)> {
     out
 }
 
-/// A network interface's byte counters (`/sys/class/net/<dev>/statistics`), as the host
+/// A network interface's byte counters (`/proc/net/dev`), as the host
 /// sees them: (rx_bytes, tx_bytes).
 pub fn net_bytes(dev: &str) -> Option<(u64, u64)> {
     // A device name never holds '/' or is "." or ".."; refuse anything else.
     if dev.is_empty() || dev.len() > 15 || dev.contains('/') || dev.starts_with('.') {
         return None;
     }
-    let counter = |name: &str| -> Option<u64> {
-        read(format!("/sys/class/net/{dev}/statistics/{name}"))?
-            .trim()
-            .parse()
-            .ok()
-    };
-    Some((counter("rx_bytes")?, counter("tx_bytes")?))
+    // /proc/net/dev shows the reader's network namespace, where fvd made the tap;
+    // /sys/class/net shows the namespace of whoever mounted sysfs, which for an fvd in a
+    // namespace of its own (a container, the tests) is another one: its taps are not
+    // there, and a device of the same name there would be measured instead.
+    parse_net_dev(&read("/proc/net/dev")?, dev)
+}
+
+/// The received and transmitted bytes of `dev` in `/proc/net/dev`'s text: after the two
+/// header lines, `name: rx_bytes rx_packets ... (8 receive fields) tx_bytes ...`.
+pub fn parse_net_dev(text: &str, dev: &str) -> Option<(u64, u64)> {
+    text.lines().skip(2).find_map(|line| {
+        let (name, counters) = line.split_once(':')?;
+        if name.trim() != dev {
+            return None;
+        }
+        let fields: Vec<u64> = counters
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        Some((*fields.first()?, *fields.get(8)?))
+    })
 }
 
 #[cfg(test)]
@@ -234,6 +249,21 @@ mod tests {
         assert!((s.all.unwrap().busy - 0.06).abs() < 1e-9);
         assert!(s.cpus.is_empty());
         assert_eq!(parse_stat(""), Stat::default());
+    }
+
+    #[test]
+    fn net_dev_counters_by_name() {
+        let text = "Inter-|   Receive                                                |  Transmit\n \
+                    face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+                    lo:    1234      10    0    0    0     0          0         0     1234      10    0    0    0     0       0          0\n\
+                    vif0c899d3a.0: 5000 40 0 0 0 0 0 0 700 6 0 0 0 0 0 0\n";
+        assert_eq!(parse_net_dev(text, "vif0c899d3a.0"), Some((5000, 700)));
+        assert_eq!(parse_net_dev(text, "lo"), Some((1234, 1234)));
+        // Not there, a prefix of a name, a short or garbled line: nothing.
+        assert_eq!(parse_net_dev(text, "vif0c899d3a"), None);
+        assert_eq!(parse_net_dev(text, "eth0"), None);
+        assert_eq!(parse_net_dev("h\nh\n  x: 1 2 3\n", "x"), None);
+        assert_eq!(parse_net_dev("h\nh\n  x: 1 2 3 4 5 6 7 8 y\n", "x"), None);
     }
 
     #[test]

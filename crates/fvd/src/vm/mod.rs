@@ -1609,6 +1609,10 @@ impl Actions for Vms {
         if (class.name, field.name) == ("network", "other_config") {
             self.inner.dhcp.network_changed(tx, r)?;
         }
+        // A template allows only clone/copy/destroy; a VM made of one may start.
+        if (class.name, field.name) == ("VM", "is_a_template") {
+            ops::refresh(tx, r)?;
+        }
         Ok(())
     }
 
