@@ -232,8 +232,12 @@ pub const DEFAULT_TEMPLATE: &str = "Debian 12 (busybox root)";
 /// Its `other_config` key, by which a later start knows it is there.
 const DEFAULT_TEMPLATE_KEY: &str = "ferrovisor_default_template";
 
-/// Makes the ready template from `template_dir` (`vmlinux`, `initrd.img`, `rootfs.img`)
-/// unless it exists: the kernel and initramfs are copied to DATA_DIR/boot, the root
+/// The kernel file names a template directory may hold, in the order they are looked for:
+/// a bzImage, or an ELF vmlinux (entered through PVH when it has the note).
+const TEMPLATE_KERNELS: [&str; 2] = ["vmlinuz", "vmlinux"];
+
+/// Makes the ready template from `template_dir` (a kernel, `vmlinuz` or `vmlinux`;
+/// `initrd.img`; `rootfs.img`) unless it exists: the kernel and initramfs are copied to DATA_DIR/boot, the root
 /// filesystem into a VDI on the default SR; the template has that disk and a NIC on the
 /// first network. `VM.clone` of it copies the disk: each VM gets its own root.
 pub fn default_template(api: &Api, data_dir: &Path, template_dir: &Path) -> Result<(), Error> {
@@ -255,7 +259,11 @@ pub fn default_template(api: &Api, data_dir: &Path, template_dir: &Path) -> Resu
     }
     let boot = data_dir.join("boot");
     std::fs::create_dir_all(&boot).map_err(Error::io("creating", &boot))?;
-    for name in ["vmlinux", "initrd.img"] {
+    let kernel = TEMPLATE_KERNELS
+        .into_iter()
+        .find(|name| template_dir.join(name).is_file())
+        .unwrap_or(TEMPLATE_KERNELS[0]);
+    for name in [kernel, "initrd.img"] {
         let (from, to) = (template_dir.join(name), boot.join(name));
         std::fs::copy(&from, &to).map_err(Error::io("copying", &from))?;
     }
@@ -277,7 +285,7 @@ pub fn default_template(api: &Api, data_dir: &Path, template_dir: &Path) -> Resu
                     s("Debian's kernel and a small busybox root filesystem: a shell on the serial console"),
                 ),
                 ("is_a_template".into(), Value::Bool(true)),
-                ("PV_kernel".into(), text(&boot.join("vmlinux"))),
+                ("PV_kernel".into(), text(&boot.join(kernel))),
                 ("PV_ramdisk".into(), text(&boot.join("initrd.img"))),
                 ("PV_args".into(), s("console=ttyS0 quiet panic=-1 fv.root=/dev/vda")),
                 ("memory_static_max".into(), Value::Int(256 * mib)),

@@ -19,7 +19,8 @@ pub struct Options {
     /// The local API socket (for the `fv` CLI); default DATA_DIR/fvd.sock.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// A directory with `vmlinux`, `initrd.img` and `rootfs.img` (raw ext4): at the first
+    /// A directory with a kernel (`vmlinuz`, a bzImage, or `vmlinux`, an ELF), `initrd.img`
+    /// and `rootfs.img` (raw ext4): at the first
     /// start with it, fvd makes the ready template "Debian 12 (busybox root)" from them
     /// (`fv-testhost template-dir DIR` builds one from Debian's packages).
     #[arg(long, value_name = "DIR")]

@@ -35,6 +35,31 @@ fn run_inside(name: &str) {
     fv_testhost::run_test_inside(INSIDE, name);
 }
 
+/// Inside the emulated host (else None): fvd on a fresh data directory under a TempDir
+/// named `name`, started with a template directory of Debian's kernel, the guest initramfs
+/// and a busybox root, so that it makes its ready template.
+///
+/// The kernel is the bzImage, not the PVH vmlinux: a guest kernel at its link address
+/// (PVH, or a bzImage with `nokaslr`) now and then triple-faults, or resets the emulated
+/// host itself, in QEMU TCG's nested AMD-V; the bzImage's KASLR places it elsewhere each
+/// boot (docs/testhost.md, "Guest kernels at fixed addresses").
+fn fvd_with_default_template(name: &str) -> Option<(TempDir, Fvd)> {
+    std::env::var_os(INSIDE)?;
+    let env = |var: &str| PathBuf::from(std::env::var_os(var).expect(var));
+    let dir = TempDir::new(name);
+    let template_dir = dir.0.join("template");
+    std::fs::create_dir_all(&template_dir).unwrap();
+    std::fs::copy(env("FV_BZIMAGE"), template_dir.join("vmlinuz")).unwrap();
+    std::fs::copy(env("FV_INITRD"), template_dir.join("initrd.img")).unwrap();
+    fv_testhost::build_rootfs(&template_dir.join("rootfs.img")).expect("build the root");
+    let fvd = Fvd::start_args(
+        &dir.0.join("data"),
+        false,
+        &["--template-dir", template_dir.to_str().unwrap()],
+    );
+    Some((dir, fvd))
+}
+
 /// A VM's serial console, read from its run directory's socket until `want` appears.
 struct Console {
     stream: UnixStream,
@@ -157,23 +182,9 @@ fn wait_task(c: &Client, task: &str) {
 #[test]
 #[ignore = "runs inside the emulated host, started by the test of the same name"]
 fn inside_linux_guest_clean_reboot_and_shutdown_through_fvd() {
-    let Some(vmlinux) =
-        std::env::var_os(INSIDE).map(|_| PathBuf::from(std::env::var_os("FV_VMLINUX").unwrap()))
-    else {
+    let Some((dir, fvd)) = fvd_with_default_template("linux") else {
         return;
     };
-    let initrd = PathBuf::from(std::env::var_os("FV_INITRD").unwrap());
-    let dir = TempDir::new("linux");
-    let template_dir = dir.0.join("template");
-    std::fs::create_dir_all(&template_dir).unwrap();
-    std::fs::copy(&vmlinux, template_dir.join("vmlinux")).unwrap();
-    std::fs::copy(&initrd, template_dir.join("initrd.img")).unwrap();
-    fv_testhost::build_rootfs(&template_dir.join("rootfs.img")).expect("build the root");
-    let fvd = Fvd::start_args(
-        &dir.0.join("data"),
-        false,
-        &["--template-dir", template_dir.to_str().unwrap()],
-    );
     let c = fvd.root();
     let Value::Array(found) = c.ok("VM.get_by_name_label", &[s("Debian 12 (busybox root)")]) else {
         panic!("VM.get_by_name_label");
@@ -249,7 +260,7 @@ fn inside_linux_guest_clean_reboot_and_shutdown_through_fvd() {
     let imported = "5eed5eed-0000-4000-8000-00000000c0de";
     let converted = std::process::Command::new("qemu-img")
         .args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(template_dir.join("rootfs.img"))
+        .arg(dir.0.join("template").join("rootfs.img"))
         .arg(sr_dir.join(format!("{imported}.qcow2")))
         .status()
         .expect("qemu-img");
@@ -423,24 +434,10 @@ fn pings(console: &mut Console, addr: &str) -> bool {
 #[test]
 #[ignore = "runs inside the emulated host, started by the test of the same name"]
 fn inside_guest_networks() {
-    let Some(vmlinux) =
-        std::env::var_os(INSIDE).map(|_| PathBuf::from(std::env::var_os("FV_VMLINUX").unwrap()))
-    else {
+    let started = Instant::now();
+    let Some((_dir, fvd)) = fvd_with_default_template("guestnet") else {
         return;
     };
-    let started = Instant::now();
-    let initrd = PathBuf::from(std::env::var_os("FV_INITRD").unwrap());
-    let dir = TempDir::new("guestnet");
-    let template_dir = dir.0.join("template");
-    std::fs::create_dir_all(&template_dir).unwrap();
-    std::fs::copy(&vmlinux, template_dir.join("vmlinux")).unwrap();
-    std::fs::copy(&initrd, template_dir.join("initrd.img")).unwrap();
-    fv_testhost::build_rootfs(&template_dir.join("rootfs.img")).expect("build the root");
-    let fvd = Fvd::start_args(
-        &dir.0.join("data"),
-        false,
-        &["--template-dir", template_dir.to_str().unwrap()],
-    );
     let c = fvd.root();
 
     // A managed internal network, and a VLAN network (VLAN 20 on a dummy "NIC").
@@ -665,23 +662,9 @@ const TIB: u64 = 1 << 40;
 #[test]
 #[ignore = "runs inside the emulated host, started by the test of the same name"]
 fn inside_guest_data_survives_snapshot_clone_revert_copy_resize_export_and_import() {
-    let Some(vmlinux) =
-        std::env::var_os(INSIDE).map(|_| PathBuf::from(std::env::var_os("FV_VMLINUX").unwrap()))
-    else {
+    let Some((dir, fvd)) = fvd_with_default_template("integrity") else {
         return;
     };
-    let initrd = PathBuf::from(std::env::var_os("FV_INITRD").unwrap());
-    let dir = TempDir::new("integrity");
-    let template_dir = dir.0.join("template");
-    std::fs::create_dir_all(&template_dir).unwrap();
-    std::fs::copy(&vmlinux, template_dir.join("vmlinux")).unwrap();
-    std::fs::copy(&initrd, template_dir.join("initrd.img")).unwrap();
-    fv_testhost::build_rootfs(&template_dir.join("rootfs.img")).expect("build the root");
-    let fvd = Fvd::start_args(
-        &dir.0.join("data"),
-        false,
-        &["--template-dir", template_dir.to_str().unwrap()],
-    );
     let c = fvd.root();
     let Value::Array(found) = c.ok("VM.get_by_name_label", &[s("Debian 12 (busybox root)")]) else {
         panic!("VM.get_by_name_label");
@@ -912,23 +895,9 @@ fn nics_and_discs_change_on_a_running_guest() {
 #[test]
 #[ignore = "runs inside the emulated host, started by the test of the same name"]
 fn inside_nics_and_discs_change_on_a_running_guest() {
-    let Some(vmlinux) =
-        std::env::var_os(INSIDE).map(|_| PathBuf::from(std::env::var_os("FV_VMLINUX").unwrap()))
-    else {
+    let Some((dir, fvd)) = fvd_with_default_template("hotplug") else {
         return;
     };
-    let initrd = PathBuf::from(std::env::var_os("FV_INITRD").unwrap());
-    let dir = TempDir::new("hotplug");
-    let template_dir = dir.0.join("template");
-    std::fs::create_dir_all(&template_dir).unwrap();
-    std::fs::copy(&vmlinux, template_dir.join("vmlinux")).unwrap();
-    std::fs::copy(&initrd, template_dir.join("initrd.img")).unwrap();
-    fv_testhost::build_rootfs(&template_dir.join("rootfs.img")).expect("build the root");
-    let fvd = Fvd::start_args(
-        &dir.0.join("data"),
-        false,
-        &["--template-dir", template_dir.to_str().unwrap()],
-    );
     let c = fvd.root();
     let Value::Array(found) = c.ok("VM.get_by_name_label", &[s("Debian 12 (busybox root)")]) else {
         panic!("VM.get_by_name_label");

@@ -50,7 +50,8 @@ enum Cmd {
         image: PathBuf,
         size_mib: u64,
     },
-    /// Fill DIR with what fvd's `--template-dir` wants: Debian's kernel (`vmlinux`), the
+    /// Fill DIR with what fvd's `--template-dir` wants: Debian's kernel (`vmlinuz`, the
+    /// bzImage, whose KASLR the emulated host needs: docs/testhost.md), the
     /// guest initramfs (`initrd.img`) and a busybox root filesystem (`rootfs.img`).
     TemplateDir { dir: PathBuf },
     /// Boot the test guest with QEMU (microvm, KVM) inside the emulated host and time it.
@@ -155,7 +156,7 @@ fn real_main() -> Result<ExitCode, Error> {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.display())))?;
             for (from, name) in [
-                (&artifacts.guest_vmlinux, "vmlinux"),
+                (&artifacts.guest_bzimage, "vmlinuz"),
                 (&artifacts.guest_initrd, "initrd.img"),
             ] {
                 std::fs::copy(from, dir.join(name)).map_err(|e| {

@@ -32,7 +32,9 @@ pub enum ThreadKind {
 }
 
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
 ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
+ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
 ioctl_iow_nr!(KVM_SET_SREGS, KVMIO, 0x84, kvm_sregs);
 ioctl_iow_nr!(KVM_SET_MSRS, KVMIO, 0x89, kvm_msrs);
 ioctl_iow_nr!(KVM_SET_FPU, KVMIO, 0x8d, kvm_fpu);
@@ -221,6 +223,9 @@ fn ioctls(kind: ThreadKind) -> Vec<u64> {
             n(KVM_GET_LAPIC()),
             n(KVM_SET_LAPIC()),
             n(KVM_SET_MP_STATE()),
+            // A triple fault's report names where the vCPU was.
+            n(KVM_GET_REGS()),
+            n(KVM_GET_SREGS()),
             // The guest programs MSI-X vectors and moves PCI BARs.
             n(KVM_SET_GSI_ROUTING()),
             n(KVM_IOEVENTFD()),
@@ -309,6 +314,8 @@ mod tests {
             assert!(!filter(kind).unwrap().is_empty());
         }
         assert_eq!(u64::from(KVM_RUN() as u32), 0xae80);
+        assert_eq!(u64::from(KVM_GET_REGS() as u32), 0x8090_ae81);
+        assert_eq!(u64::from(KVM_GET_SREGS() as u32), 0x8138_ae83);
         assert_eq!(u64::from(KVM_IOEVENTFD() as u32), 0x4040_ae79);
         assert_eq!(u64::from(KVM_SET_GSI_ROUTING() as u32), 0x4008_ae6a);
         assert_eq!(TUNSETVNETHDRSZ, 0x4004_54d8);

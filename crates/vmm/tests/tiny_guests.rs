@@ -147,6 +147,14 @@ fn reboot_through_the_reset_vector_exits_10() {
 fn triple_fault_exits_11() {
     let vmm = boot_and_expect("triple_fault", &[], 11, "triple faulting\n");
     assert!(!vmm.stdout().contains("still alive"), "{}", vmm.describe());
+    // The report says where the vCPU was: the empty IDT the guest loaded is what a
+    // reader of the log would find the cause in.
+    let err = vmm.stderr();
+    assert!(
+        err.contains("RIP 0x") && err.contains("IDT 0x0/0x0"),
+        "{}",
+        vmm.describe()
+    );
 }
 
 #[test]

@@ -308,6 +308,33 @@ impl Vcpu {
         }
     }
 
+    /// Where the vCPU was when the guest crashed, for the crash report: the registers one
+    /// needs to find the faulting code in the guest kernel's symbol map (Intel and PVM
+    /// keep them; AMD does not).
+    fn crash_state(&self) -> String {
+        let (Ok(regs), Ok(sregs)) = (self.fd.get_regs(), self.fd.get_sregs()) else {
+            return String::new();
+        };
+        // KVM on AMD resets the vCPU on a shutdown intercept (the VMCB is undefined after
+        // one): the registers are then the reset vector's, not the crash's.
+        if regs.rip == 0xfff0 && sregs.cs.base == 0xffff_0000 {
+            return ": the vCPU's registers were already reset by KVM".into();
+        }
+        format!(
+            ": RIP {:#x} RSP {:#x} CR0 {:#x} CR2 {:#x} CR3 {:#x} CR4 {:#x} EFER {:#x} \
+             IDT {:#x}/{:#x}",
+            regs.rip,
+            regs.rsp,
+            sregs.cr0,
+            sregs.cr2,
+            sregs.cr3,
+            sregs.cr4,
+            sregs.efer,
+            sregs.idt.base,
+            sregs.idt.limit
+        )
+    }
+
     /// Parks until a reset in place has happened and the VM runs again.
     fn park_until_reset(ctx: &VcpuContext) {
         let generation = ctx.control.lock().generation;
@@ -354,7 +381,8 @@ impl Vcpu {
                 None
             }
             Ok(VcpuExit::Shutdown) => Some(VmExit::Crash(format!(
-                "triple fault on vCPU {index} (KVM_EXIT_SHUTDOWN)"
+                "triple fault on vCPU {index} (KVM_EXIT_SHUTDOWN){}",
+                self.crash_state()
             ))),
             Ok(VcpuExit::FailEntry(reason, cpu)) => Some(VmExit::Crash(format!(
                 "VM entry failed on vCPU {index}: hardware reason {reason:#x} (host CPU {cpu})"
