@@ -128,8 +128,8 @@ export class NetworkingTab implements Tab {
       return h(
         "tr",
         { "data-device": device },
-        h("td", { class: "name" }, `NIC ${device}`),
-        h("td", { "data-label": "MAC", class: "mac" }, String(vif.MAC ?? "")),
+        h("td", { class: "name nowrap" }, `NIC ${device}`),
+        h("td", { "data-label": "MAC", class: "mac" }, h("span", { class: "mono" }, String(vif.MAC ?? ""))),
         h("td", { "data-label": "Network", class: "network" }, String(network?.name_label ?? "(no network)")),
         h("td", { "data-label": "MTU" }, String(vif.MTU ?? "")),
         h("td", { "data-label": "Locking", class: "locking" }, lockingText(vif, network)),

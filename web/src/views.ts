@@ -328,7 +328,7 @@ export class NetworkView {
         { "data-vm": vm },
         h("td", { class: "name" }, vm),
         h("td", { "data-label": "Device" }, String(vif.device ?? "")),
-        h("td", { "data-label": "MAC", class: "mac" }, String(vif.MAC ?? "")),
+        h("td", { "data-label": "MAC", class: "mac" }, h("span", { class: "mono" }, String(vif.MAC ?? ""))),
         h("td", { "data-label": "Locking" }, lockingText(vif, net)),
         h("td", { "data-label": "Attached" }, vif.currently_attached ? "yes" : "no"),
       );
