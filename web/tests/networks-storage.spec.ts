@@ -61,6 +61,7 @@ test("add a NIC to a running VM, lock it to an address, remove it once halted", 
   await expect(page.locator("#lock-dialog-error")).toContainText("is not valid");
   await expect(row.locator(".locking")).toHaveText("network default (unlocked)");
   await dialog.getByLabel("Allowed IPv4 addresses (when locked)").fill("10.0.0.5, 10.0.0.6");
+  await page.screenshot({ path: `${shots}/vif-locking.png` });
   await dialog.getByRole("button", { name: "Apply" }).click();
   await expect(page.getByRole("dialog")).toHaveCount(0);
   await expect(row.locator(".locking")).toHaveText("locked to 10.0.0.5, 10.0.0.6");
@@ -132,6 +133,7 @@ test("make a local storage repository, put a disk in it, destroy it", async ({ p
   await dialog.getByLabel("Directory on the host (optional)").fill("relative/dir");
   await dialog.getByRole("button", { name: "Create storage repository" }).click();
   await expect(page.locator("#new-sr-error")).toContainText("must be a full path");
+  await page.screenshot({ path: `${shots}/new-sr.png` });
   await dialog.getByLabel("Directory on the host (optional)").fill("");
   await dialog.getByRole("button", { name: "Create storage repository" }).click();
   // It is shown once made, and is in the tree.
