@@ -31,7 +31,7 @@ const EXPLAIN: Record<string, (p: string[]) => string> = {
   DEVICE_ALREADY_ATTACHED: (p) => `The device ${p[0] ?? ""} is already attached.`,
   DEVICE_ALREADY_DETACHED: (p) => `The device ${p[0] ?? ""} is already detached.`,
   DEVICE_DETACH_REJECTED: (p) =>
-    `The guest would not let go of the ${p[0] ?? "device"}: ${p[2] ?? "it did not answer"}. Shut the VM down to remove it.`,
+    `The ${p[0] ?? "device"} stays attached: ${p[2] ?? "the guest did not let go of it"}. Shut the VM down to remove it.`,
   NETWORK_CONTAINS_VIF: (p) => {
     const n = (p[0] ?? "").split(",").filter((v) => v).length;
     return `The network is still used by ${n === 1 ? "1 network interface" : `${n} network interfaces`}; remove them from their VMs first.`;

@@ -324,7 +324,13 @@ class App {
       this.renderHome();
       return;
     }
-    const context = { session: this.session, store: this.store, tasks: this.tasks, ref: sel.ref };
+    const context = {
+      session: this.session,
+      store: this.store,
+      tasks: this.tasks,
+      ref: sel.ref,
+      open: (cls: string, ref: string) => this.select({ cls, ref }),
+    };
     if (sel.cls === "vm") this.view = new VmView(this.session, this.store, this.tasks, sel.ref);
     else if (sel.cls === "sr") this.view = new SrView(context);
     else if (sel.cls === "network") this.view = new NetworkView(context);

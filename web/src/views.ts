@@ -17,6 +17,8 @@ export interface ViewContext {
   store: Store;
   tasks: TaskPanel;
   ref: string;
+  /** Shows another object's view (a VM named in a table). */
+  open: (cls: string, ref: string) => void;
 }
 
 /** The name of the VM a VBD or VIF belongs to, saying when it is a snapshot or template. */
@@ -25,6 +27,13 @@ function vmName(store: Store, ref: unknown): string {
   if (!vm) return "?";
   const name = String(vm.name_label ?? "");
   return vm.is_a_snapshot ? `${name} (snapshot)` : vm.is_a_template ? `${name} (template)` : name;
+}
+
+/** A VM's name that opens its view. */
+function vmLink(c: ViewContext, ref: unknown): HTMLElement {
+  const r = String(ref);
+  if (!c.store.get("vm", r)) return h("span", {}, "?");
+  return h("button", { class: "link", type: "button", "data-vm-ref": r, onclick: () => c.open("vm", r) }, vmName(c.store, r));
 }
 
 function table(id: string, heads: string[], rows: HTMLElement[], actions: boolean): HTMLElement {
@@ -107,11 +116,15 @@ export class SrView {
   }
 
   /** The VMs whose VBDs hold the VDI. */
-  private users(vdi: Rec): string[] {
+  private userRefs(vdi: Rec): string[] {
     return refsOf(vdi.VBDs)
       .map((r) => this.c.store.get("vbd", r))
       .filter((vbd): vbd is Rec => !!vbd)
-      .map((vbd) => vmName(this.c.store, vbd.VM));
+      .map((vbd) => String(vbd.VM));
+  }
+
+  private users(vdi: Rec): string[] {
+    return this.userRefs(vdi).map((r) => vmName(this.c.store, r));
   }
 
   update(changed: Set<string>): void {
@@ -194,7 +207,11 @@ export class SrView {
         h("td", { class: "name" }, vname, vdi.is_a_snapshot ? h("span", { class: "muted" }, " (snapshot)") : null),
         h("td", { class: "size", "data-label": "Size" }, bytes(vdi.virtual_size)),
         h("td", { class: "physical", "data-label": "On disk" }, bytes(vdi.physical_utilisation)),
-        h("td", { class: "users", "data-label": "Used by" }, users.length ? users.join(", ") : "—"),
+        h(
+          "td",
+          { class: "users", "data-label": "Used by" },
+          users.length ? this.userRefs(vdi).flatMap((r, i) => [i ? ", " : "", vmLink(this.c, r)]) : "—",
+        ),
         h(
           "td",
           { class: "row-actions" },
@@ -326,7 +343,7 @@ export class NetworkView {
       return h(
         "tr",
         { "data-vm": vm },
-        h("td", { class: "name" }, vm),
+        h("td", { class: "name" }, vmLink(this.c, vif.VM)),
         h("td", { "data-label": "Device" }, String(vif.device ?? "")),
         h("td", { "data-label": "MAC", class: "mac" }, h("span", { class: "mono" }, String(vif.MAC ?? ""))),
         h("td", { "data-label": "Locking" }, lockingText(vif, net)),
