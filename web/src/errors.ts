@@ -30,6 +30,15 @@ const EXPLAIN: Record<string, (p: string[]) => string> = {
   HTTP_ERROR: (p) => `fvd answered with an HTTP error (${p[0] ?? "?"}).`,
   DEVICE_ALREADY_ATTACHED: (p) => `The device ${p[0] ?? ""} is already attached.`,
   DEVICE_ALREADY_DETACHED: (p) => `The device ${p[0] ?? ""} is already detached.`,
+  DEVICE_DETACH_REJECTED: (p) =>
+    `The ${p[0] ?? "device"} stays attached: ${p[2] ?? "the guest did not let go of it"}. Shut the VM down to remove it.`,
+  NETWORK_CONTAINS_VIF: (p) => {
+    const n = (p[0] ?? "").split(",").filter((v) => v).length;
+    return `The network is still used by ${n === 1 ? "1 network interface" : `${n} network interfaces`}; remove them from their VMs first.`;
+  },
+  SR_OPERATION_NOT_SUPPORTED: (p) => `This storage repository cannot do that: ${p[0] ?? "?"}.`,
+  SR_BACKEND_FAILURE: (p) => `The storage failed: ${[p[1], p[2]].filter((x) => x).join(" ") || (p[0] ?? "no details")}.`,
+  DB_UNIQUENESS_CONSTRAINT_VIOLATION: (p) => `There is already a ${p[0] ?? "object"} with ${p[1] ?? "that"} ${JSON.stringify(p[2] ?? "")}.`,
   EVENTS_LOST: () => "Too many changes happened at once; the view is being reloaded.",
 };
 

@@ -12,6 +12,8 @@ import { confirmDialog } from "./dialog";
 import { SnapshotsTab, StorageTab, Tab } from "./vmtabs";
 import { PerformanceTab } from "./perf";
 import { newVmRefusal, newVmWizard } from "./wizard";
+import { NetworkingTab } from "./nics";
+import { NetworkView, SrView, newNetworkDialog, newNetworkRefusal, newSrDialog, newSrRefusal } from "./views";
 
 const app = document.getElementById("app") as HTMLElement;
 
@@ -73,9 +75,9 @@ class App {
   private banner = h("p", { class: "banner", role: "status", hidden: true });
   private search: HTMLInputElement;
   private selected: Selection | null = null;
-  private view: VmView | InfoView | null = null;
-  /** A VM the wizard made, to show once event.from has brought it. */
-  private pending: string | null = null;
+  private view: VmView | SrView | NetworkView | InfoView | null = null;
+  /** An object just made (a VM by the wizard, an SR, a network), to show once event.from has brought it. */
+  private pending: Selection | null = null;
 
   constructor(private readonly session: Session) {
     this.store = new Store(
@@ -146,15 +148,29 @@ class App {
     const template = this.selected?.cls === "vm" && this.store.get("vm", this.selected.ref)?.is_a_template ? this.selected.ref : undefined;
     const vm = await newVmWizard(this.session, this.store, this.tasks, template);
     if (!vm) return;
-    if (this.store.get("vm", vm)) this.select({ cls: "vm", ref: vm });
-    else this.pending = vm;
+    this.showWhenLoaded({ cls: "vm", ref: vm });
+  }
+
+  private showWhenLoaded(sel: Selection): void {
+    if (this.store.get(sel.cls, sel.ref)) this.select(sel);
+    else this.pending = sel;
+  }
+
+  private async newNetwork(): Promise<void> {
+    const net = await newNetworkDialog(this.session, this.tasks);
+    if (net) this.showWhenLoaded({ cls: "network", ref: net });
+  }
+
+  private async newSr(): Promise<void> {
+    const sr = await newSrDialog(this.session, this.store, this.tasks);
+    if (sr) this.showWhenLoaded({ cls: "sr", ref: sr });
   }
 
   private changed(changed: Set<string>): void {
-    if (this.pending && this.store.get("vm", this.pending)) {
-      const vm = this.pending;
+    if (this.pending && this.store.get(this.pending.cls, this.pending.ref)) {
+      const sel = this.pending;
       this.pending = null;
-      this.select({ cls: "vm", ref: vm });
+      this.select(sel);
       return;
     }
     this.renderTree();
@@ -208,13 +224,29 @@ class App {
     );
   }
 
-  private group(title: string, items: HTMLElement[], id: string): HTMLElement | null {
-    if (items.length === 0) return null;
+  private group(title: string, items: HTMLElement[], id: string, add?: HTMLElement): HTMLElement | null {
+    if (items.length === 0 && !add) return null;
     return h(
       "li",
       { class: "group", id },
-      h("span", { class: "group-title" }, title),
+      h("div", { class: "group-head" }, h("span", { class: "group-title" }, title), add ?? null),
       h("ul", { role: "group" }, items),
+    );
+  }
+
+  /** A group's "+" button: what it makes, or why this role may not. */
+  private addButton(id: string, what: string, why: string | null, onclick: () => void): HTMLElement {
+    return h(
+      "button",
+      {
+        class: "small add",
+        id,
+        disabled: !!why,
+        "aria-label": what,
+        title: why ?? what,
+        onclick,
+      },
+      "+",
     );
   }
 
@@ -246,8 +278,18 @@ class App {
     });
     const rest = [
       this.group("Templates", templates.map(([r, t]) => this.item("vm", r, t)), "tree-templates"),
-      this.group("Storage", srs.map(([r, sr]) => this.item("sr", r, sr)), "tree-srs"),
-      this.group("Networks", nets.map(([r, n]) => this.item("network", r, n)), "tree-networks"),
+      this.group(
+        "Storage",
+        srs.map(([r, sr]) => this.item("sr", r, sr)),
+        "tree-srs",
+        this.addButton("new-sr", "New storage repository", newSrRefusal(this.session.role), () => void this.newSr()),
+      ),
+      this.group(
+        "Networks",
+        nets.map(([r, n]) => this.item("network", r, n)),
+        "tree-networks",
+        this.addButton("new-network", "New network", newNetworkRefusal(this.session.role), () => void this.newNetwork()),
+      ),
     ];
     const top = pools.length
       ? pools.map(([ref, pool]) => {
@@ -282,7 +324,16 @@ class App {
       this.renderHome();
       return;
     }
+    const context = {
+      session: this.session,
+      store: this.store,
+      tasks: this.tasks,
+      ref: sel.ref,
+      open: (cls: string, ref: string) => this.select({ cls, ref }),
+    };
     if (sel.cls === "vm") this.view = new VmView(this.session, this.store, this.tasks, sel.ref);
+    else if (sel.cls === "sr") this.view = new SrView(context);
+    else if (sel.cls === "network") this.view = new NetworkView(context);
     else this.view = new InfoView(this.store, sel.cls, sel.ref);
     this.main.replaceChildren(this.view.el);
     (this.main.querySelector("h1") as HTMLElement | null)?.focus();
@@ -394,6 +445,7 @@ class VmView {
     const context = { session, store, tasks, ref };
     this.extra = {
       storage: new StorageTab(context),
+      networking: new NetworkingTab(context),
       snapshots: new SnapshotsTab(context),
       performance: new PerformanceTab(context),
     };
@@ -403,6 +455,7 @@ class VmView {
       tab("general", "General"),
       tab("console", "Console"),
       tab("storage", "Storage"),
+      tab("networking", "Networking"),
       tab("snapshots", "Snapshots"),
       tab("performance", "Performance"),
     );
@@ -547,7 +600,7 @@ class VmView {
   }
 }
 
-// ---------- hosts, pools, SRs, networks ----------
+// ---------- hosts and pools (SRs and networks: views.ts) ----------
 
 class InfoView {
   readonly el = h("article", { class: "info" });
@@ -561,26 +614,14 @@ class InfoView {
 
   update(_changed?: Set<string>): void {
     const r = this.store.get(this.cls, this.ref) ?? {};
-    const kind: Record<string, string> = { pool: "Pool", host: "Host", sr: "Storage repository", network: "Network" };
+    const kind: Record<string, string> = { pool: "Pool", host: "Host" };
     const rows: Array<[string, string]> = [["Kind", kind[this.cls] ?? this.cls], ["Description", String(r.name_description ?? "")]];
-    if (this.cls === "sr") {
-      rows.push(["Type", String(r.type ?? "")], ["Size", bytes(r.physical_size)], ["Used", bytes(r.physical_utilisation)]);
-    }
-    if (this.cls === "network") rows.push(["Bridge", String(r.bridge ?? "")], ["MTU", String(r.MTU ?? "")]);
     if (this.cls === "host") rows.push(["Address", String(r.address ?? "")], ["Hostname", String(r.hostname ?? "")]);
     rows.push(["UUID", String(r.uuid ?? "")]);
-    const children: HTMLElement[] = [h("h1", { tabindex: "-1" }, String(r.name_label || kind[this.cls] || ""))];
-    if (this.cls === "sr") {
-      const size = Number(r.physical_size ?? 0);
-      const used = Number(r.physical_utilisation ?? 0);
-      if (size > 0) {
-        children.push(
-          h("meter", { min: "0", max: String(size), value: String(used), "aria-label": "Space used" }),
-        );
-      }
-    }
-    children.push(h("dl", { class: "facts" }, rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
-    this.el.replaceChildren(...children);
+    this.el.replaceChildren(
+      h("h1", { tabindex: "-1" }, String(r.name_label || kind[this.cls] || "")),
+      h("dl", { class: "facts" }, rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    );
   }
 
   dispose(): void {}

@@ -23,14 +23,14 @@ export interface VmContext {
   ref: string;
 }
 
-const NULL_REF = "OpaqueRef:NULL";
+export const NULL_REF = "OpaqueRef:NULL";
 
-function refsOf(v: unknown): string[] {
+export function refsOf(v: unknown): string[] {
   return Array.isArray(v) ? v.map(String).filter((r) => r && r !== NULL_REF) : [];
 }
 
 /** A button disabled with its reason (as title and aria-description) when `why` is set. */
-function actionButton(label: string, why: string | null, attrs: Record<string, unknown>, onclick: () => void): HTMLButtonElement {
+export function actionButton(label: string, why: string | null, attrs: Record<string, unknown>, onclick: () => void): HTMLButtonElement {
   return h(
     "button",
     { ...attrs, disabled: !!why, "aria-disabled": why ? "true" : false, title: why ?? label, onclick },

@@ -163,7 +163,41 @@ fn vbds_and_vifs_become_disks_and_nics() {
             ("MTU", Value::Int(1500)),
         ])],
     );
-    c.ok("VIF.plug", &[vif2]);
+    // Made on a running VM, it is not attached until plugged.
+    let vif2 = vif2.as_str().unwrap().to_owned();
+    assert_eq!(
+        c.field("VIF", &vif2, "currently_attached"),
+        Value::Bool(false)
+    );
+    assert_eq!(
+        c.field("VIF", &vif1, "currently_attached"),
+        Value::Bool(true)
+    );
+    c.ok("VIF.plug", &[s(&vif2)]);
+    assert_eq!(
+        c.field("VIF", &vif2, "currently_attached"),
+        Value::Bool(true)
+    );
+    // An attached VIF of a running VM stays; one never plugged may go.
+    assert_eq!(
+        c.err("VIF.destroy", &[s(&vif2)]).code,
+        "OPERATION_NOT_ALLOWED"
+    );
+    let spare = c.ok(
+        "VIF.create",
+        &[record(&[
+            ("device", s("3")),
+            ("network", s(&jumbo)),
+            ("VM", s(&vm)),
+            ("MAC", s("")),
+            ("MTU", Value::Int(1500)),
+        ])],
+    );
+    c.ok("VIF.destroy", &[spare]);
+    // A network with VIFs on it is not destroyed, as XAPI: NETWORK_CONTAINS_VIF names them.
+    let refused = c.err("network.destroy", &[s(&jumbo)]);
+    assert_eq!(refused.code, "NETWORK_CONTAINS_VIF", "{refused}");
+    assert!(refused.params[0].contains(&vif1), "{refused}");
     let tap2 = format!("vif{}.2", &uuid.as_str().unwrap()[..8]);
     let link = fvd.in_netns(&["ip", "-o", "link", "show", "dev", &tap2]);
     assert!(link.contains(&format!("master {bridge}")), "{tap2}: {link}");
@@ -186,6 +220,10 @@ fn vbds_and_vifs_become_disks_and_nics() {
         "three NICs on the guest's bus:\n{out}"
     );
     c.wait_power_state(&vm, "Halted");
+    assert_eq!(
+        c.field("VIF", &vif2, "currently_attached"),
+        Value::Bool(false)
+    );
     for tap in [&tap, &tap2] {
         let gone = fvd.in_netns(&["ip", "-o", "link", "show", "dev", tap]);
         assert!(gone.is_empty(), "the tap outlived the VM: {gone}");

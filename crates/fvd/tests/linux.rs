@@ -1020,8 +1020,17 @@ fn inside_nics_and_discs_change_on_a_running_guest() {
         c.err("VIF.unplug", std::slice::from_ref(&vif)).code,
         "DEVICE_ALREADY_DETACHED"
     );
+    let vif_ref = vif.as_str().unwrap();
+    assert_eq!(
+        c.field("VIF", vif_ref, "currently_attached"),
+        Value::Bool(false)
+    );
     // And plugged again.
     c.ok("VIF.plug", std::slice::from_ref(&vif));
+    assert_eq!(
+        c.field("VIF", vif_ref, "currently_attached"),
+        Value::Bool(true)
+    );
     let deadline = Instant::now() + GUEST_TIMEOUT;
     while !run_or_explain(&fvd, &mut console, &find).contains("/sys/class/net/") {
         assert!(Instant::now() < deadline, "the NIC did not come back");

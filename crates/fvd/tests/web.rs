@@ -287,6 +287,27 @@ fn the_browser_tests_pass() {
             ("MTU", Value::Int(1500)),
         ])],
     );
+    // For the Networking tab, a VM without NICs; for the network view, a network that a
+    // VM's NIC uses (so that destroying it is refused).
+    c.tiny_vm("nic-vm", "echo");
+    let lan_vm = c.tiny_vm("lan-vm", "echo");
+    let busy_net = c.ok(
+        "network.create",
+        &[record(&[
+            ("name_label", s("busy-net")),
+            ("MTU", Value::Int(1500)),
+        ])],
+    );
+    c.ok(
+        "VIF.create",
+        &[record(&[
+            ("VM", s(&lan_vm)),
+            ("network", busy_net),
+            ("device", s("0")),
+            ("MAC", s("")),
+            ("MTU", Value::Int(1500)),
+        ])],
+    );
     // Templates for the New VM wizard: one bare, one with a disk (as the ready template).
     let template = c.tiny_vm("echo-template", "echo");
     c.ok("VM.set_is_a_template", &[s(&template), Value::Bool(true)]);

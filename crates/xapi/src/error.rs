@@ -96,6 +96,8 @@ pub mod codes {
         VBD_NOT_EMPTY ["vbd"]
         /// The drive is empty: there is nothing to eject.
         VBD_IS_EMPTY ["vbd"]
+        /// The network cannot be destroyed while VIFs are on it.
+        NETWORK_CONTAINS_VIF ["vifs"]
         /// The call exists in XenAPI but is not implemented here.
         NOT_IMPLEMENTED ["function"]
     }

@@ -1131,7 +1131,9 @@ impl Vms {
         }
         devices::unplug_taps(std::slice::from_ref(&tap));
         self.inner.firewall.stop(std::slice::from_ref(&tap));
-        Ok(())
+        self.api()?
+            .db()
+            .write(|tx| tx.set("VIF", vif, "currently_attached", Value::Bool(false)))
     }
 
     /// Hot-plugs VIF `vif` into running VM `vm`: its tap is made and put on its network's
@@ -1171,7 +1173,7 @@ impl Vms {
             undo();
             return Err(internal(format!("VM {vm}: plugging VIF {vif}: {e}")));
         }
-        Ok(())
+        db.write(|tx| tx.set("VIF", vif, "currently_attached", Value::Bool(true)))
     }
 
     // ---- settings ----
@@ -1616,18 +1618,31 @@ impl Actions for Vms {
         Ok(())
     }
 
-    /// A VIF of a running VM stays while its tap and chain do (no hot-unplug yet).
+    /// A VIF of a running VM stays while it is attached (its tap and chain exist):
+    /// `VIF.unplug` it first. A network stays while VIFs use it (`NETWORK_CONTAINS_VIF`,
+    /// as XAPI), rather than leaving them on no network.
     fn destroying(&self, tx: &mut Tx<'_>, class: &'static Class, r: &str) -> Result<(), ApiError> {
         if class.name == "network" {
+            let vifs = crate::fields::refs(tx, "network", r, "VIFs")?;
+            if !vifs.is_empty() {
+                return Err(ApiError::new(
+                    &codes::NETWORK_CONTAINS_VIF,
+                    [vifs.join(",")],
+                ));
+            }
             self.inner.dhcp.network_destroyed(tx, r)?;
         }
         if class.name == "VIF" {
             let vm = get_str(tx, "VIF", r, "VM")?;
-            if tx.exists("VM", &vm)? && get_str(tx, "VM", &vm, "power_state")? != "Halted" {
+            let attached = matches!(tx.get("VIF", r, "currently_attached")?, Value::Bool(true));
+            if tx.exists("VM", &vm)?
+                && get_str(tx, "VM", &vm, "power_state")? != "Halted"
+                && attached
+            {
                 return Err(ApiError::new(
                     &codes::OPERATION_NOT_ALLOWED,
                     [format!(
-                        "the VIF is attached to running VM {vm}: shut the VM down first"
+                        "the VIF is attached to running VM {vm}: unplug it (VIF.unplug) or shut the VM down first"
                     )],
                 ));
             }

@@ -98,8 +98,24 @@ pub fn refresh(tx: &mut Tx<'_>, vm: &str) -> Result<(), ApiError> {
     )
 }
 
-/// Sets the power state, and what it allows.
+/// Sets the power state, and what it allows. A VM that comes to run has all its VIFs
+/// attached (fv-vmm starts with every NIC); one that stops has none: `VIF.currently_attached`
+/// follows, and hot-plug changes it between.
 pub fn set_power_state(tx: &mut Tx<'_>, vm: &str, state: &str) -> Result<(), ApiError> {
+    let before = str_field(tx, vm, "power_state")?;
+    let stopped = |s: &str| matches!(s, "Halted" | "Suspended");
+    if stopped(&before) != stopped(state) {
+        if let Value::Array(vifs) = tx.get("VM", vm, "VIFs")? {
+            for vif in vifs.iter().filter_map(Value::as_str) {
+                tx.set(
+                    "VIF",
+                    vif,
+                    "currently_attached",
+                    Value::Bool(!stopped(state)),
+                )?;
+            }
+        }
+    }
     tx.set("VM", vm, "power_state", Value::String(state.to_owned()))?;
     refresh(tx, vm)
 }
