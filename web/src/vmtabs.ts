@@ -194,6 +194,9 @@ export class StorageTab implements Tab {
   private srSelect: HTMLSelectElement;
   private addButton: HTMLButtonElement;
   private addReason = h("p", { class: "reason", id: "disk-reason" });
+  private attachSelect: HTMLSelectElement = h("select", { id: "attach-vdi" });
+  private attachButton: HTMLButtonElement = h("button", { type: "submit", id: "disk-attach" }, "Attach");
+  private attachReason = h("p", { class: "reason", id: "attach-reason" });
 
   constructor(private readonly c: VmContext) {
     this.nameInput = h("input", { id: "disk-name", placeholder: "Disk name" });
@@ -216,12 +219,26 @@ export class StorageTab implements Tab {
       ev.preventDefault();
       void this.add();
     });
+    const attachForm = h(
+      "form",
+      { class: "inline-form", "aria-label": "Attach a disk" },
+      h("label", { for: "attach-vdi" }, "Disk"),
+      this.attachSelect,
+      this.attachButton,
+      this.attachReason,
+    );
+    attachForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      void this.attach();
+    });
     this.el = h(
       "div",
       { role: "tabpanel", id: "panel-storage", "aria-labelledby": "tab-storage", hidden: true },
       this.list,
       h("h2", {}, "Add a disk"),
       form,
+      h("h2", {}, "Attach an existing disk"),
+      attachForm,
     );
     this.update(new Set(["vm", "sr"]));
   }
@@ -256,6 +273,7 @@ export class StorageTab implements Tab {
     this.addButton.title = addWhy ?? "Create a disk and attach it to this VM";
     this.addReason.textContent = addWhy ?? "";
     this.addReason.hidden = !addWhy;
+    this.updateAttach(role);
 
     const vbds = refsOf(vm.VBDs)
       .map((r): [string, Rec | undefined] => [r, this.c.store.get("vbd", r)])
@@ -311,16 +329,80 @@ export class StorageTab implements Tab {
     this.list.replaceChildren(table, ...[...new Set(notes)].map((w) => h("p", { class: "reason disk-note" }, w)));
   }
 
+  /** The disks no VM uses (no VBD), not snapshots and not ISO images: what may be attached. */
+  private freeDisks(): Array<[string, Rec]> {
+    return this.c.store
+      .all("vdi")
+      .filter(([, vdi]) => !vdi.is_a_snapshot && refsOf(vdi.VBDs).length === 0)
+      .filter(([, vdi]) => {
+        const sr = this.c.store.get("sr", String(vdi.SR));
+        return !!sr && sr.content_type !== "iso" && sr.type !== "iso";
+      })
+      .sort((a, b) => String(a[1].name_label).localeCompare(String(b[1].name_label)));
+  }
+
+  private updateAttach(role: string): void {
+    const free = this.freeDisks();
+    const chosen = this.attachSelect.value;
+    this.attachSelect.replaceChildren(
+      ...free.map(([r, vdi]) => {
+        const sr = this.c.store.get("sr", String(vdi.SR));
+        return h("option", { value: r }, `${String(vdi.name_label) || "(no name)"} (${bytes(vdi.virtual_size)}, ${String(sr?.name_label ?? "")})`);
+      }),
+    );
+    if (chosen && free.some(([r]) => r === chosen)) this.attachSelect.value = chosen;
+    const why = refusal(role, "VBD.create") ?? (free.length ? null : "Every disk is in use by a VM: there is none to attach.");
+    this.attachSelect.disabled = !!why;
+    this.attachButton.disabled = !!why;
+    this.attachButton.title = why ?? "Attach this disk to the VM";
+    this.attachReason.textContent = why ?? "";
+    this.attachReason.hidden = !why;
+  }
+
+  /** The first device number no VBD of this VM uses. */
+  private freeUserdevice(): string {
+    const used = new Set(refsOf(this.vm().VBDs).map((r) => String(this.c.store.get("vbd", r)?.userdevice ?? "")));
+    let userdevice = 0;
+    while (used.has(String(userdevice))) userdevice++;
+    return String(userdevice);
+  }
+
+  private vbdRecord(vdi: string, userdevice: string): Record<string, unknown> {
+    return {
+      VM: this.c.ref,
+      VDI: vdi,
+      userdevice,
+      bootable: false,
+      mode: "RW",
+      type: "Disk",
+      empty: false,
+      other_config: {},
+      qos_algorithm_type: "",
+      qos_algorithm_params: {},
+    };
+  }
+
+  /** VBD.create of the chosen free disk at the first free device number. */
+  private async attach(): Promise<void> {
+    const vdi = this.attachSelect.value;
+    if (!vdi) return;
+    const name = String(this.c.store.get("vdi", vdi)?.name_label ?? vdi);
+    this.attachButton.disabled = true;
+    try {
+      await this.c.session.call("VBD.create", this.vbdRecord(vdi, this.freeUserdevice()));
+    } catch (e) {
+      this.c.tasks.fail(`Attach ${name} to ${String(this.vm().name_label)}`, e);
+    } finally {
+      this.update(new Set(["vm"]));
+    }
+  }
+
   /** VDI.create on the chosen SR, then VBD.create at the first free device number. */
   private async add(): Promise<void> {
     const vm = this.vm();
     const size = Math.round(Number(this.sizeInput.value) * 2 ** 30);
     const name = this.nameInput.value.trim() || `${String(vm.name_label)} disk`;
-    const used = new Set(
-      refsOf(vm.VBDs).map((r) => String(this.c.store.get("vbd", r)?.userdevice ?? "")),
-    );
-    let userdevice = 0;
-    while (used.has(String(userdevice))) userdevice++;
+    const userdevice = this.freeUserdevice();
     this.addButton.disabled = true;
     try {
       const vdi = await this.c.session.call("VDI.create", {
@@ -333,18 +415,7 @@ export class StorageTab implements Tab {
         read_only: false,
         other_config: {},
       });
-      await this.c.session.call("VBD.create", {
-        VM: this.c.ref,
-        VDI: vdi,
-        userdevice: String(userdevice),
-        bootable: false,
-        mode: "RW",
-        type: "Disk",
-        empty: false,
-        other_config: {},
-        qos_algorithm_type: "",
-        qos_algorithm_params: {},
-      });
+      await this.c.session.call("VBD.create", this.vbdRecord(String(vdi), userdevice));
       this.nameInput.value = "";
     } catch (e) {
       this.c.tasks.fail(`Add disk ${name} to ${String(vm.name_label)}`, e);

@@ -156,6 +156,16 @@ test("add a disk, resize it while running, detach it when halted", async ({ page
   await row.locator('[data-action="detach"]').click();
   await expect(row).toHaveCount(0);
   await expect(page.locator("#no-disks")).toBeVisible();
+
+  // Detached, the disk is free: attached again, it comes back with its data's size.
+  const free = page.locator("#attach-vdi option", { hasText: "data (2 GiB" });
+  await expect(free).toHaveCount(1);
+  await page.locator("#attach-vdi").selectOption((await free.getAttribute("value")) ?? "");
+  await page.getByRole("button", { name: "Attach", exact: true }).click();
+  await expect(row).toBeVisible();
+  await expect(row.locator(".size")).toHaveText("2 GiB");
+  await expect(page.locator("#attach-vdi option", { hasText: "data (2 GiB" })).toHaveCount(0);
+  await expect(page.locator("#tasks .task.failed")).toHaveCount(0);
 });
 
 test("a read-only user cannot snapshot, revert or change disks, and is told why", async ({ page }) => {
@@ -170,6 +180,8 @@ test("a read-only user cannot snapshot, revert or change disks, and is told why"
   const row = page.locator("#vbd-list tbody tr").first();
   await expect(row.locator('[data-action="resize"]')).toBeDisabled();
   await expect(row.locator('[data-action="detach"]')).toBeDisabled();
+  await expect(page.getByRole("button", { name: "Attach", exact: true })).toBeDisabled();
+  await expect(page.locator("#attach-reason")).toContainText("vm-admin");
   await page.screenshot({ path: `${shots}/read-only-storage.png` });
 });
 
