@@ -68,15 +68,9 @@ impl Write for SerialOutput {
             SerialOutput::Socket(client) => {
                 let mut client = lock(client);
                 if let Some(stream) = client.as_mut() {
-                    match stream.write_all(buf) {
-                        Ok(()) => {}
-                        // The client is not reading (its socket is non-blocking): the output
-                        // is dropped. Blocking here would freeze the vCPU that wrote the
-                        // UART, and a client waiting for the guest to read its input would
-                        // never be read from again: a deadlock.
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    if stream.write_all(buf).is_err() {
                         // A client that went away just stops getting output.
-                        Err(_) => *client = None,
+                        *client = None;
                     }
                 }
                 Ok(buf.len())
@@ -247,8 +241,6 @@ impl SerialInput {
             InputSource::None => Ok(0),
         };
         match result {
-            // A wake-up with nothing to read on the non-blocking client.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Ok(0) | Err(_) => {
                 // End of input (stdin closed, client gone): stop reading it.
                 self.unwatch(ops);
@@ -274,11 +266,6 @@ impl SerialInput {
         let Ok((stream, _)) = listener.accept() else {
             return;
         };
-        // Non-blocking for both directions (the clone shares the flag): output to a client
-        // that stops reading is dropped rather than stalling the vCPU (`SerialOutput`).
-        if stream.set_nonblocking(true).is_err() {
-            return;
-        }
         let Ok(reader) = stream.try_clone() else {
             return;
         };
@@ -363,35 +350,5 @@ mod tests {
         drop(theirs);
         dev.write(0, b"!");
         assert!(client.lock().unwrap().is_none());
-    }
-
-    /// A client that stops reading (as accepted clients are: non-blocking) loses output;
-    /// the vCPU writing the UART never waits for it, and the client stays attached.
-    #[test]
-    fn a_client_that_does_not_read_does_not_stall_the_guest() {
-        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let client: SocketClient = Arc::new(Mutex::new(Some(ours)));
-        let mut dev = SerialDevice::new(&irq, SerialOutput::Socket(client.clone())).unwrap();
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // One byte per UART write, as a guest sends it: far past the socket's buffer.
-            for i in 0..100_000u32 {
-                dev.write(0, &[b'a' + (i % 26) as u8]);
-            }
-            done_tx.send(()).unwrap();
-        });
-        assert!(
-            done_rx
-                .recv_timeout(std::time::Duration::from_secs(30))
-                .is_ok(),
-            "the UART's writes waited for a client that does not read"
-        );
-        assert!(client.lock().unwrap().is_some(), "the client was dropped");
-        // What fit before the buffer filled arrives, in order.
-        let mut got = [0u8; 3];
-        (&theirs).read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"abc");
     }
 }
