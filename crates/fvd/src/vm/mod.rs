@@ -15,7 +15,7 @@ pub use devices::{random_mac, sr_path};
 pub use ops::refresh as refresh_allowed;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Running {
+    /// The devices fv-vmm reports in `GET /vm`: disks with their `id`, `path` and
+    /// `paused`; NICs with their `tap` and `removing`.
+    fn devices(&self) -> Result<Vec<serde_json::Value>, ApiError> {
+        let mut info = lock(&self.vmm)
+            .info()
+            .map_err(|e| internal(format!("VM {}: {e}", self.vm)))?;
+        Ok(match info["devices"].take() {
+            serde_json::Value::Array(devices) => devices,
+            _ => Vec::new(),
+        })
+    }
+
+    /// The id of the disk (or drive) fv-vmm has open on `path`, if any.
+    fn disk_id(&self, path: &Path) -> Result<Option<String>, ApiError> {
+        Ok(self
+            .devices()?
+            .iter()
+            .find(|d| d["path"].as_str() == path.to_str())
+            .and_then(|d| d["id"].as_str())
+            .map(str::to_owned))
+    }
+
     fn set_intent(&self, intent: Intent) {
         *lock(&self.intent) = intent;
     }
@@ -154,7 +176,7 @@ fn arg_bool(args: &[Value], i: usize) -> bool {
 
 impl Vms {
     pub fn new(
-        data_dir: &std::path::Path,
+        data_dir: &Path,
         fv_vmm: PathBuf,
         run_root: PathBuf,
         runtime: tokio::runtime::Handle,
@@ -802,19 +824,9 @@ impl Vms {
         for (vm, path) in users {
             let hold = || -> Result<(Arc<Running>, String), ApiError> {
                 let r = self.instance(&vm)?;
-                let info = lock(&r.vmm)
-                    .info()
-                    .map_err(|e| internal(format!("VM {vm}: {e}")))?;
-                let id = info["devices"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|d| d["path"].as_str() == path.to_str())
-                    .and_then(|d| d["id"].as_str())
-                    .ok_or_else(|| {
-                        internal(format!("VM {vm} has no disk open on {}", path.display()))
-                    })?
-                    .to_owned();
+                let id = r.disk_id(&path)?.ok_or_else(|| {
+                    internal(format!("VM {vm} has no disk open on {}", path.display()))
+                })?;
                 lock(&r.vmm)
                     .request("PUT", &format!("/vm/disks/{id}/pause"), None)
                     .map_err(|e| internal(format!("VM {vm}: pausing disk {id}: {e}")))?;
@@ -904,25 +916,15 @@ impl Vms {
         })?;
         if state == "Running" || state == "Paused" {
             let r = self.instance(&vm)?;
-            let info = lock(&r.vmm)
-                .info()
-                .map_err(|e| internal(format!("VM {vm}: {e}")))?;
-            let id = info["devices"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|d| d["path"].as_str() == from.to_str())
-                .and_then(|d| d["id"].as_str())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        &codes::OPERATION_NOT_ALLOWED,
-                        [format!(
-                            "VM {vm} has no drive for VBD {vbd} (it was made after the VM \
+            let id = r.disk_id(&from)?.ok_or_else(|| {
+                ApiError::new(
+                    &codes::OPERATION_NOT_ALLOWED,
+                    [format!(
+                        "VM {vm} has no drive for VBD {vbd} (it was made after the VM \
                              started): restart the VM"
-                        )],
-                    )
-                })?
-                .to_owned();
+                    )],
+                )
+            })?;
             let body = serde_json::json!({ "path": to.0, "format": to.1 });
             lock(&r.vmm)
                 .request("PUT", &format!("/vm/disks/{id}/reopen"), Some(&body))
@@ -1093,13 +1095,8 @@ impl Vms {
         })?;
         let r = self.instance(vm)?;
         let nic_id = |r: &Running| -> Result<Option<(String, bool)>, ApiError> {
-            let info = lock(&r.vmm)
-                .info()
-                .map_err(|e| internal(format!("VM {vm}: {e}")))?;
-            Ok(info["devices"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            Ok(r.devices()?
+                .iter()
                 .find(|d| d["tap"].as_str() == Some(tap.as_str()))
                 .map(|d| {
                     let id = d["id"].as_str().unwrap_or_default().to_owned();
@@ -1148,13 +1145,9 @@ impl Vms {
                 .ok_or_else(|| ApiError::internal(format!("VIF {vif} has no NIC")))
         })?;
         let r = self.instance(vm)?;
-        let info = lock(&r.vmm)
-            .info()
-            .map_err(|e| internal(format!("VM {vm}: {e}")))?;
-        let attached = info["devices"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let attached = r
+            .devices()?
+            .iter()
             .any(|d| d["tap"].as_str() == Some(nic.tap.as_str()));
         if attached {
             return Err(ApiError::new(&codes::DEVICE_ALREADY_ATTACHED, [vif]));
@@ -1282,17 +1275,15 @@ impl Vms {
     pub fn reopen_held_disks(&self) {
         let running: Vec<Arc<Running>> = lock(&self.inner.running).values().cloned().collect();
         for r in running {
-            let info = match lock(&r.vmm).info() {
-                Ok(info) => info,
+            let devices = match r.devices() {
+                Ok(devices) => devices,
                 Err(e) => {
-                    tracing::warn!("VM {}: {e}", r.vm);
+                    tracing::warn!("{e}");
                     continue;
                 }
             };
-            let held = info["devices"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let held = devices
+                .iter()
                 .filter(|d| d["paused"] == serde_json::Value::Bool(true))
                 .filter_map(|d| d["id"].as_str().map(str::to_owned));
             for id in held {
