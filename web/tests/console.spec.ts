@@ -1,25 +1,9 @@
 import { test, expect, Page } from "@playwright/test";
-
-const root = process.env.FV_ROOT_PASSWORD ?? "";
-const roUser = process.env.FV_READONLY_USER ?? "";
-const roPassword = process.env.FV_READONLY_PASSWORD ?? "";
-const shots = process.env.FV_ARTIFACTS ?? "test-artifacts";
-
-async function login(page: Page, user: string, password: string): Promise<void> {
-  await page.goto("/");
-  await page.getByLabel("User").fill(user);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Log in" }).click();
-  await expect(page.locator("#who")).toContainText(user);
-}
+import { root, roUser, roPassword, shots, login, vmNode } from "./helpers";
 
 /** The terminal's screen (xterm.js renders rows of text into the DOM). */
 function screen(page: Page) {
   return page.locator(".terminal .xterm-rows");
-}
-
-function vmNode(page: Page, name: string) {
-  return page.locator("#tree button.node", { hasText: name }).first();
 }
 
 test("a wrong password is refused in words", async ({ page }) => {

@@ -1,35 +1,12 @@
 import { test, expect, Page } from "@playwright/test";
+import { root, roUser, roPassword, shots, login, vmNode, forceShutDown } from "./helpers";
 
 // The Networking tab, the storage repository view and the network view, against the fvd
 // that crates/fvd/tests/web.rs starts: `nic-vm` has no NIC, `lan-vm` one on `busy-net`,
 // `perf-vm` one on the host internal network, `snap-vm` a disk on Local storage.
 
-const root = process.env.FV_ROOT_PASSWORD ?? "";
-const roUser = process.env.FV_READONLY_USER ?? "";
-const roPassword = process.env.FV_READONLY_PASSWORD ?? "";
-const shots = process.env.FV_ARTIFACTS ?? "test-artifacts";
-
-async function login(page: Page, user: string, password: string): Promise<void> {
-  await page.goto("/");
-  await page.getByLabel("User").fill(user);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Log in" }).click();
-  await expect(page.locator("#who")).toContainText(user);
-}
-
-function vmNode(page: Page, name: string) {
-  return page.locator("#tree button.node", { hasText: name }).first();
-}
-
 function treeNode(page: Page, group: string, name: string) {
   return page.locator(`#${group} button.node[data-name="${name}"]`);
-}
-
-async function forceShutDown(page: Page): Promise<void> {
-  await page.getByRole("tab", { name: "General" }).click();
-  await page.locator('[data-op="hard_shutdown"]').click();
-  await page.locator("#confirm-yes").click();
-  await expect(page.locator("#power-state")).toHaveText("Halted");
 }
 
 test("add a NIC to a running VM, lock it to an address, remove it once halted", async ({ page }) => {

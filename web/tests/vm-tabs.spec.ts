@@ -1,25 +1,9 @@
 import { test, expect, Page } from "@playwright/test";
+import { root, roUser, roPassword, shots, login, vmNode, forceShutDown } from "./helpers";
 
 // The VM view's Snapshots, Performance and Storage tabs, against the fvd that
 // crates/fvd/tests/web.rs starts: `snap-vm` has one 1 GiB disk, `disk-vm` none, `perf-vm`
 // a NIC on the host internal network.
-
-const root = process.env.FV_ROOT_PASSWORD ?? "";
-const roUser = process.env.FV_READONLY_USER ?? "";
-const roPassword = process.env.FV_READONLY_PASSWORD ?? "";
-const shots = process.env.FV_ARTIFACTS ?? "test-artifacts";
-
-async function login(page: Page, user: string, password: string): Promise<void> {
-  await page.goto("/");
-  await page.getByLabel("User").fill(user);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Log in" }).click();
-  await expect(page.locator("#who")).toContainText(user);
-}
-
-function vmNode(page: Page, name: string) {
-  return page.locator("#tree button.node", { hasText: name }).first();
-}
 
 /** A XenAPI call made as another client would, with the page's session. */
 async function apiCall(page: Page, method: string, ...params: unknown[]): Promise<unknown> {
@@ -38,13 +22,6 @@ async function apiCall(page: Page, method: string, ...params: unknown[]): Promis
 
 async function vmRef(page: Page, name: string): Promise<string> {
   return ((await apiCall(page, "VM.get_by_name_label", name)) as string[])[0];
-}
-
-async function forceShutDown(page: Page): Promise<void> {
-  await page.getByRole("tab", { name: "General" }).click();
-  await page.locator('[data-op="hard_shutdown"]').click();
-  await page.locator("#confirm-yes").click();
-  await expect(page.locator("#power-state")).toHaveText("Halted");
 }
 
 test("take a snapshot of a running VM, revert to it once halted, delete it", async ({ page }) => {
