@@ -12,15 +12,6 @@ use std::time::Duration;
 use common::*;
 use fv_rpc::Value;
 
-fn record(pairs: &[(&str, Value)]) -> Value {
-    Value::Struct(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-    )
-}
-
 #[test]
 fn vbds_and_vifs_become_disks_and_nics() {
     let dir = TempDir::new("devices");

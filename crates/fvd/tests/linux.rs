@@ -322,20 +322,15 @@ fn clean_power_operations(reboot: bool) {
     c.ok("VBD.destroy", &[vbds[0].clone()]);
     c.ok(
         "VBD.create",
-        &[Value::Struct(
-            [
-                ("VM", s(&vm)),
-                ("VDI", vdi),
-                ("userdevice", s("0")),
-                ("bootable", Value::Bool(true)),
-                ("mode", s("RW")),
-                ("type", s("Disk")),
-                ("empty", Value::Bool(false)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-        )],
+        &[record(&[
+            ("VM", s(&vm)),
+            ("VDI", vdi),
+            ("userdevice", s("0")),
+            ("bootable", Value::Bool(true)),
+            ("mode", s("RW")),
+            ("type", s("Disk")),
+            ("empty", Value::Bool(false)),
+        ])],
     );
     c.ok("VM.start", &[s(&vm), Value::Bool(true), Value::Bool(false)]);
     let mut console = Console::connect(&run_dir);
@@ -399,14 +394,7 @@ fn inside_pifs_and_vlans() {
     );
 
     // A VLAN on it, for a network of its own.
-    let net = c.ok(
-        "network.create",
-        &[Value::Struct(
-            [("name_label".to_owned(), s("vlan 10"))]
-                .into_iter()
-                .collect(),
-        )],
-    );
+    let net = c.ok("network.create", &[record(&[("name_label", s("vlan 10"))])]);
     let net = net.as_str().unwrap().to_owned();
     let bridge = c
         .field("network", &net, "bridge")
@@ -449,15 +437,6 @@ fn inside_pifs_and_vlans() {
 #[test]
 fn guest_networks() {
     run_inside("inside_guest_networks");
-}
-
-fn record(pairs: &[(&str, Value)]) -> Value {
-    Value::Struct(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-    )
 }
 
 /// A guest's IPv4 address on `dev`, as `ip addr` shows it.

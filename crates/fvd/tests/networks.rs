@@ -8,15 +8,6 @@ mod common;
 use common::*;
 use fv_rpc::Value;
 
-fn record(pairs: &[(&str, Value)]) -> Value {
-    Value::Struct(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-    )
-}
-
 fn strings(items: &[&str]) -> Value {
     Value::Array(items.iter().map(|i| s(i)).collect())
 }

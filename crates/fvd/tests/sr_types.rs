@@ -70,15 +70,6 @@ impl Drop for Loop {
     }
 }
 
-fn record(pairs: &[(&str, Value)]) -> Value {
-    Value::Struct(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-    )
-}
-
 fn vdi_create(c: &Client, sr: &str, name: &str, size: i64) -> String {
     let v = c.ok(
         "VDI.create",

@@ -239,14 +239,6 @@ fn the_browser_tests_pass() {
         Value::Array(srs) => srs[0].as_str().unwrap().to_owned(),
         other => panic!("no Local storage SR: {other:?}"),
     };
-    let record = |fields: &[(&str, Value)]| {
-        Value::Struct(
-            fields
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect(),
-        )
-    };
     // A 1 GiB disk for `vm`.
     let add_disk = |vm: &str, name: &str| {
         let vdi = c.ok(

@@ -280,6 +280,16 @@ pub fn s(v: &str) -> Value {
     Value::String(v.to_owned())
 }
 
+/// A XenAPI record (a struct) of `(field, value)` pairs, as `VDI.create` and the like take.
+pub fn record(pairs: &[(&str, Value)]) -> Value {
+    Value::Struct(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
+}
+
 impl Client {
     /// POSTs `body` to `path` and returns the status and response body.
     pub fn post(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
