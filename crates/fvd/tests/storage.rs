@@ -17,7 +17,38 @@ struct Sr<'a> {
     sr: String,
 }
 
-impl Sr<'_> {
+impl<'a> Sr<'a> {
+    /// The pool's default SR of `fvd`, spoken to through `c`.
+    fn default_of(c: &'a Client, fvd: &Fvd) -> Sr<'a> {
+        let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
+            panic!("pool.get_all")
+        };
+        let sr = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
+        let sr = sr.as_str().unwrap().to_owned();
+        let uuid = c.field("SR", &sr, "uuid");
+        Sr {
+            c,
+            dir: fvd.data.join("sr").join(uuid.as_str().unwrap()),
+            sr,
+        }
+    }
+
+    /// Attaches `vdi` to `vm` as its read/write, not bootable disk at position 0.
+    fn attach(&self, vm: &str, vdi: &str) {
+        self.c.ok(
+            "VBD.create",
+            &[Value::Struct(BTreeMap::from([
+                ("VM".to_owned(), s(vm)),
+                ("VDI".to_owned(), s(vdi)),
+                ("userdevice".to_owned(), s("0")),
+                ("bootable".to_owned(), Value::Bool(false)),
+                ("mode".to_owned(), s("RW")),
+                ("type".to_owned(), s("Disk")),
+                ("empty".to_owned(), Value::Bool(false)),
+            ]))],
+        );
+    }
+
     fn create(&self, name: &str, size: i64) -> String {
         let rec = Value::Struct(BTreeMap::from([
             ("name_label".to_owned(), s(name)),
@@ -113,17 +144,7 @@ fn vdis_snapshot_clone_copy_resize_and_destroy() {
     let dir = TempDir::new("storage");
     let fvd = Fvd::start(&dir.0.join("data"));
     let c = fvd.root();
-    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
-        panic!()
-    };
-    let sr = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
-    let sr = sr.as_str().unwrap().to_owned();
-    let sr_uuid = c.field("SR", &sr, "uuid");
-    let sr = Sr {
-        c: &c,
-        dir: fvd.data.join("sr").join(sr_uuid.as_str().unwrap()),
-        sr,
-    };
+    let sr = Sr::default_of(&c, &fvd);
 
     // Thin: a 16 TiB VDI takes a few MiB, and a write at 15 TiB reads back.
     let huge = sr.create("huge", 16 << 40);
@@ -233,32 +254,12 @@ fn a_running_vms_disk_is_held_while_it_is_snapshotted_and_grown() {
     let dir = TempDir::new("inuse");
     let fvd = Fvd::start(&dir.0.join("data"));
     let c = fvd.root();
-    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
-        panic!()
-    };
-    let sr_ref = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
-    let sr_uuid = c.field("SR", sr_ref.as_str().unwrap(), "uuid");
-    let sr = Sr {
-        c: &c,
-        dir: fvd.data.join("sr").join(sr_uuid.as_str().unwrap()),
-        sr: sr_ref.as_str().unwrap().to_owned(),
-    };
+    let sr = Sr::default_of(&c, &fvd);
     let vm = c.tiny_vm("busy", "spin");
     let vdi = sr.create("d", 1 << 20);
     let data = pattern(1 << 20, 3);
     sr.write(&vdi, 0, &data);
-    c.ok(
-        "VBD.create",
-        &[Value::Struct(BTreeMap::from([
-            ("VM".to_owned(), s(&vm)),
-            ("VDI".to_owned(), s(&vdi)),
-            ("userdevice".to_owned(), s("0")),
-            ("bootable".to_owned(), Value::Bool(false)),
-            ("mode".to_owned(), s("RW")),
-            ("type".to_owned(), s("Disk")),
-            ("empty".to_owned(), Value::Bool(false)),
-        ]))],
-    );
+    sr.attach(&vm, &vdi);
     c.ok(
         "VM.start",
         &[s(&vm), Value::Bool(false), Value::Bool(false)],
@@ -302,16 +303,7 @@ fn vm_snapshot_and_revert() {
     let dir = TempDir::new("revert");
     let fvd = Fvd::start(&dir.0.join("data"));
     let c = fvd.root();
-    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
-        panic!()
-    };
-    let sr_ref = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
-    let sr_uuid = c.field("SR", sr_ref.as_str().unwrap(), "uuid");
-    let sr = Sr {
-        c: &c,
-        dir: fvd.data.join("sr").join(sr_uuid.as_str().unwrap()),
-        sr: sr_ref.as_str().unwrap().to_owned(),
-    };
+    let sr = Sr::default_of(&c, &fvd);
     let vm = c.tiny_vm("reverting", "spin");
     let vdi = sr.create("root", 4 << 20);
     c.ok(
@@ -487,36 +479,12 @@ fn a_chain_under_a_running_vm_is_shortened_when_it_halts() {
     let dir = TempDir::new("coalesce");
     let fvd = Fvd::start(&dir.0.join("data"));
     let c = fvd.root();
-    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
-        panic!()
-    };
-    let sr = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
-    let sr = sr.as_str().unwrap().to_owned();
+    let sr = Sr::default_of(&c, &fvd);
     let vm = c.tiny_vm("user", "spin");
-    let vdi = c.ok(
-        "VDI.create",
-        &[Value::Struct(BTreeMap::from([
-            ("name_label".to_owned(), s("d")),
-            ("SR".to_owned(), s(&sr)),
-            ("virtual_size".to_owned(), Value::Int(1 << 20)),
-            ("type".to_owned(), s("user")),
-        ]))],
-    );
-    let vdi = vdi.as_str().unwrap().to_owned();
-    c.ok(
-        "VBD.create",
-        &[Value::Struct(BTreeMap::from([
-            ("VM".to_owned(), s(&vm)),
-            ("VDI".to_owned(), s(&vdi)),
-            ("userdevice".to_owned(), s("0")),
-            ("bootable".to_owned(), Value::Bool(false)),
-            ("mode".to_owned(), s("RW")),
-            ("type".to_owned(), s("Disk")),
-            ("empty".to_owned(), Value::Bool(false)),
-        ]))],
-    );
+    let vdi = sr.create("d", 1 << 20);
+    sr.attach(&vm, &vdi);
     let snap = c.ok("VDI.snapshot", &[s(&vdi), Value::Struct(BTreeMap::new())]);
-    assert_eq!(base_copies(&c, &sr), 1);
+    assert_eq!(base_copies(&c, &sr.sr), 1);
     c.ok(
         "VM.start",
         &[s(&vm), Value::Bool(false), Value::Bool(false)],
@@ -524,7 +492,7 @@ fn a_chain_under_a_running_vm_is_shortened_when_it_halts() {
     // The snapshot goes; its base would merge into the VM's disk, which the VM uses: wait.
     c.ok("VDI.destroy", &[snap]);
     wait_for_coalescing(&c);
-    assert_eq!(base_copies(&c, &sr), 1, "merged under a running VM");
+    assert_eq!(base_copies(&c, &sr.sr), 1, "merged under a running VM");
     let Value::Struct(tasks) = c.ok("task.get_all_records", &[]) else {
         panic!()
     };
@@ -536,7 +504,7 @@ fn a_chain_under_a_running_vm_is_shortened_when_it_halts() {
     c.ok("VM.hard_shutdown", &[s(&vm)]);
     wait_for_coalescing(&c);
     assert_eq!(
-        base_copies(&c, &sr),
+        base_copies(&c, &sr.sr),
         0,
         "the chain was not shortened after the halt"
     );
@@ -551,30 +519,10 @@ fn a_disk_left_held_by_a_killed_fvd_is_reopened() {
     let data_dir = dir.0.join("data");
     let fvd = Fvd::start(&data_dir);
     let c = fvd.root();
-    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
-        panic!()
-    };
-    let sr_ref = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
-    let sr_uuid = c.field("SR", sr_ref.as_str().unwrap(), "uuid");
-    let sr = Sr {
-        c: &c,
-        dir: fvd.data.join("sr").join(sr_uuid.as_str().unwrap()),
-        sr: sr_ref.as_str().unwrap().to_owned(),
-    };
+    let sr = Sr::default_of(&c, &fvd);
     let vm = c.tiny_vm("held", "spin");
     let vdi = sr.create("d", 1 << 20);
-    c.ok(
-        "VBD.create",
-        &[Value::Struct(BTreeMap::from([
-            ("VM".to_owned(), s(&vm)),
-            ("VDI".to_owned(), s(&vdi)),
-            ("userdevice".to_owned(), s("0")),
-            ("bootable".to_owned(), Value::Bool(false)),
-            ("mode".to_owned(), s("RW")),
-            ("type".to_owned(), s("Disk")),
-            ("empty".to_owned(), Value::Bool(false)),
-        ]))],
-    );
+    sr.attach(&vm, &vdi);
     c.ok(
         "VM.start",
         &[s(&vm), Value::Bool(false), Value::Bool(false)],
@@ -607,17 +555,8 @@ fn coalesce_interrupted_by_a_kill_finishes_after_restart() {
     let data_dir = dir.0.join("data");
     let mut fvd = Fvd::start(&data_dir);
     let c = fvd.root();
-    let Value::Array(pools) = c.ok("pool.get_all", &[]) else {
-        panic!()
-    };
-    let sr_ref = c.field("pool", pools[0].as_str().unwrap(), "default_SR");
-    let sr_uuid = c.field("SR", sr_ref.as_str().unwrap(), "uuid");
-    let sr_dir = fvd.data.join("sr").join(sr_uuid.as_str().unwrap());
-    let sr = Sr {
-        c: &c,
-        dir: sr_dir.clone(),
-        sr: sr_ref.as_str().unwrap().to_owned(),
-    };
+    let sr = Sr::default_of(&c, &fvd);
+    let sr_dir = sr.dir.clone();
     let len = 192 << 20;
     let vdi = sr.create("big", len as i64);
     let first = pattern(len, 5);
