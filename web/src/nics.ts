@@ -8,7 +8,7 @@ import { confirmDialog, formDialog } from "./dialog";
 import { h } from "./dom";
 import { explainError } from "./errors";
 import { refusal } from "./roles";
-import { Tab, VmContext, actionButton, refsOf } from "./vmtabs";
+import { Tab, VmContext, actionButton, firstFreeDevice, refsOf } from "./vmtabs";
 
 /** fvd gives a VM at most this many NICs (devices 0 to 6). */
 const MAX_VIFS = 7;
@@ -167,9 +167,7 @@ export class NetworkingTab implements Tab {
   private async add(): Promise<void> {
     const vm = this.vm();
     const name = String(vm.name_label);
-    const used = new Set(this.vifs().map(([, v]) => String(v.device)));
-    let device = 0;
-    while (used.has(String(device))) device++;
+    const device = firstFreeDevice(this.vifs().map(([, v]) => String(v.device)));
     const network = this.netSelect.value;
     const mtu = Number(this.c.store.get("network", network)?.MTU ?? 1500);
     this.addButton.disabled = true;
@@ -177,7 +175,7 @@ export class NetworkingTab implements Tab {
       const vif = await this.c.session.call("VIF.create", {
         VM: this.c.ref,
         network,
-        device: String(device),
+        device,
         MAC: "",
         MTU: mtu,
         other_config: {},

@@ -25,6 +25,14 @@ export interface VmContext {
 
 export const NULL_REF = "OpaqueRef:NULL";
 
+/** The first device number ("0", "1", ...) not among `used`: where a new VBD or VIF goes. */
+export function firstFreeDevice(used: Iterable<string>): string {
+  const taken = new Set(used);
+  let n = 0;
+  while (taken.has(String(n))) n++;
+  return String(n);
+}
+
 export function refsOf(v: unknown): string[] {
   return Array.isArray(v) ? v.map(String).filter((r) => r && r !== NULL_REF) : [];
 }
@@ -361,10 +369,7 @@ export class StorageTab implements Tab {
 
   /** The first device number no VBD of this VM uses. */
   private freeUserdevice(): string {
-    const used = new Set(refsOf(this.vm().VBDs).map((r) => String(this.c.store.get("vbd", r)?.userdevice ?? "")));
-    let userdevice = 0;
-    while (used.has(String(userdevice))) userdevice++;
-    return String(userdevice);
+    return firstFreeDevice(refsOf(this.vm().VBDs).map((r) => String(this.c.store.get("vbd", r)?.userdevice ?? "")));
   }
 
   private vbdRecord(vdi: string, userdevice: string): Record<string, unknown> {
