@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use kvm_bindings::{
     kvm_fpu, kvm_ioeventfd, kvm_irq_routing, kvm_irqchip, kvm_irqfd, kvm_lapic_state, kvm_mp_state,
-    kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs, KVMIO,
+    kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, KVMIO,
 };
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -41,6 +41,7 @@ ioctl_iow_nr!(KVM_SET_FPU, KVMIO, 0x8d, kvm_fpu);
 ioctl_ior_nr!(KVM_GET_LAPIC, KVMIO, 0x8e, kvm_lapic_state);
 ioctl_iow_nr!(KVM_SET_LAPIC, KVMIO, 0x8f, kvm_lapic_state);
 ioctl_iow_nr!(KVM_SET_MP_STATE, KVMIO, 0x99, kvm_mp_state);
+ioctl_iow_nr!(KVM_SET_VCPU_EVENTS, KVMIO, 0xa0, kvm_vcpu_events);
 ioctl_ior_nr!(KVM_SET_IRQCHIP, KVMIO, 0x63, kvm_irqchip);
 ioctl_iow_nr!(KVM_SET_PIT2, KVMIO, 0xa0, kvm_pit_state2);
 ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
@@ -223,6 +224,7 @@ fn ioctls(kind: ThreadKind) -> Vec<u64> {
             n(KVM_GET_LAPIC()),
             n(KVM_SET_LAPIC()),
             n(KVM_SET_MP_STATE()),
+            n(KVM_SET_VCPU_EVENTS()),
             // A triple fault's report names where the vCPU was.
             n(KVM_GET_REGS()),
             n(KVM_GET_SREGS()),

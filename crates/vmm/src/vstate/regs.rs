@@ -172,8 +172,23 @@ pub fn boot_fpu() -> kvm_fpu {
     }
 }
 
-/// MSRs a freshly reset CPU has; the guest fills in the rest itself.
-pub fn boot_msrs() -> Vec<kvm_msr_entry> {
+/// MSRs a freshly reset CPU has; the guest fills in the rest itself. `bsp` marks the
+/// bootstrap processor in the APIC base.
+pub fn boot_msrs(bsp: bool) -> Vec<kvm_msr_entry> {
+    const MSR_IA32_APICBASE: u32 = 0x1b;
+    // xAPIC at its default address, enabled: a kernel that switched to x2APIC before a
+    // reset in place finds the mode it had at power-on.
+    const APICBASE_ENABLED: u64 = 0xfee0_0000 | (1 << 11);
+    const APICBASE_BSP: u64 = 1 << 8;
+    // KVM's paravirtual MSRs. Each one a kernel enables names a guest page that KVM goes
+    // on writing (the clock, steal time, the EOI bit) or an event it injects (async page
+    // faults), until the MSR is cleared: after a reset in place, inside the next kernel.
+    const MSR_KVM_SYSTEM_TIME: u32 = 0x12;
+    const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
+    const MSR_KVM_ASYNC_PF_EN: u32 = 0x4b56_4d02;
+    const MSR_KVM_STEAL_TIME: u32 = 0x4b56_4d03;
+    const MSR_KVM_PV_EOI_EN: u32 = 0x4b56_4d04;
+    const MSR_KVM_ASYNC_PF_INT: u32 = 0x4b56_4d06;
     const MSR_IA32_SYSENTER_CS: u32 = 0x174;
     const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
     const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
@@ -201,6 +216,16 @@ pub fn boot_msrs() -> Vec<kvm_msr_entry> {
         (MSR_IA32_TSC, 0),
         (MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
         (MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WB),
+        (
+            MSR_IA32_APICBASE,
+            APICBASE_ENABLED | if bsp { APICBASE_BSP } else { 0 },
+        ),
+        (MSR_KVM_SYSTEM_TIME, 0),
+        (MSR_KVM_SYSTEM_TIME_NEW, 0),
+        (MSR_KVM_ASYNC_PF_EN, 0),
+        (MSR_KVM_ASYNC_PF_INT, 0),
+        (MSR_KVM_STEAL_TIME, 0),
+        (MSR_KVM_PV_EOI_EN, 0),
     ]
     .into_iter()
     .map(|(index, data)| kvm_msr_entry {

@@ -10,9 +10,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use kvm_bindings::{
-    kvm_mp_state, kvm_run, kvm_sregs, CpuId, Msrs, KVM_MP_STATE_RUNNABLE,
-    KVM_MP_STATE_UNINITIALIZED, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
-    KVM_SYSTEM_EVENT_SHUTDOWN,
+    kvm_lapic_state, kvm_mp_state, kvm_run, kvm_sregs, kvm_vcpu_events, CpuId, Msrs,
+    KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_SYSTEM_EVENT_CRASH,
+    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN, KVM_VCPUEVENT_VALID_NMI_PENDING,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
@@ -150,6 +150,11 @@ impl VcpuControl {
         }
     }
 
+    /// Has the main thread asked the vCPUs to park?
+    fn pause_requested(&self) -> bool {
+        self.lock().request == Request::Pause
+    }
+
     pub fn resume_all(&self) {
         self.lock().request = Request::Run;
         self.changed.notify_all();
@@ -189,7 +194,12 @@ pub struct Vcpu {
     fd: VcpuFd,
     cpuid: CpuId,
     initial_sregs: kvm_sregs,
+    /// The LAPIC as KVM made it with the vCPU: power-on state.
+    initial_lapic: kvm_lapic_state,
     boot: BootEntry,
+    /// The last exit was a port or MMIO access, which KVM finishes (result into the
+    /// guest's registers, RIP past the instruction) only on the next `KVM_RUN`.
+    io_pending: bool,
 }
 
 impl Vcpu {
@@ -208,12 +218,15 @@ impl Vcpu {
         let initial_sregs = fd
             .get_sregs()
             .map_err(configure(index, "segment registers"))?;
+        let initial_lapic = fd.get_lapic().map_err(configure(index, "LAPIC"))?;
         let vcpu = Vcpu {
             index,
             fd,
             cpuid,
             initial_sregs,
+            initial_lapic,
             boot,
+            io_pending: false,
         };
         vcpu.fd
             .set_cpuid2(&vcpu.cpuid)
@@ -222,11 +235,13 @@ impl Vcpu {
         Ok(vcpu)
     }
 
-    /// Registers, MSRs, FPU and LAPIC as at power-on with the kernel entry loaded.
-    /// APs are left waiting for INIT/SIPI, as on real hardware.
+    /// Registers, MSRs, FPU, LAPIC and pending events as at power-on with the kernel
+    /// entry loaded. APs are left waiting for INIT/SIPI, as on real hardware. After a
+    /// reset in place nothing of the previous kernel's vCPU state is left: no queued
+    /// exception or interrupt, no in-service vector or armed timer in the LAPIC, no x2APIC.
     fn load_boot_state(&self) -> Result<(), VcpuError> {
         let index = self.index;
-        let msrs = regs::boot_msrs();
+        let msrs = regs::boot_msrs(index == 0);
         let wanted = msrs.len();
         let msrs = Msrs::from_entries(&msrs).map_err(|_| VcpuError::PartialMsrs {
             index,
@@ -246,7 +261,15 @@ impl Vcpu {
         self.fd
             .set_fpu(&regs::boot_fpu())
             .map_err(configure(index, "FPU"))?;
-        let mut lapic = self.fd.get_lapic().map_err(configure(index, "LAPIC"))?;
+        // Nothing injected or pending; `flags` makes KVM clear a pending NMI too.
+        let events = kvm_vcpu_events {
+            flags: KVM_VCPUEVENT_VALID_NMI_PENDING,
+            ..Default::default()
+        };
+        self.fd
+            .set_vcpu_events(&events)
+            .map_err(configure(index, "pending events"))?;
+        let mut lapic = self.initial_lapic;
         regs::set_lint(&mut lapic);
         self.fd
             .set_lapic(&lapic)
@@ -286,8 +309,13 @@ impl Vcpu {
         KVM_RUN.with(|c| c.set(self.fd.get_kvm_run()));
         let mut generation = 0;
         loop {
-            // Park while paused; reload boot state after a reset in place.
-            ctx.control.park_while(|st| st.request == Request::Pause);
+            // Park while paused; reload boot state after a reset in place. A pause asked
+            // for after this check reaches `KVM_RUN`, which then finishes a pending access
+            // itself before it returns.
+            if ctx.control.pause_requested() {
+                self.finish_pending_io(ctx);
+                ctx.control.park_while(|st| st.request == Request::Pause);
+            }
             let current = ctx.control.lock().generation;
             if current != generation {
                 generation = current;
@@ -303,6 +331,7 @@ impl Vcpu {
                 // This vCPU or a device (ACPI power-off, reset line) ended the VM. The
                 // main thread ends the process; until then, or until a reset in place,
                 // stay out of the guest, which would run on past its own power-off.
+                self.finish_pending_io(ctx);
                 Self::park_until_reset(ctx);
             }
         }
@@ -335,6 +364,22 @@ impl Vcpu {
         )
     }
 
+    /// Lets KVM finish the instruction of a port or MMIO exit without running any further
+    /// guest code (`immediate_exit`; the KVM API's advice before guest state is read or
+    /// replaced). Otherwise the next `KVM_RUN` after a reset in place would complete the
+    /// old kernel's access on the new boot state: a register written, RIP moved on.
+    fn finish_pending_io(&mut self, ctx: &VcpuContext) {
+        while self.io_pending {
+            self.fd.set_kvm_immediate_exit(1);
+            // A string instruction may need another access before it is done: that exit
+            // is served like any other and the loop goes round again.
+            if let Some(exit) = self.run_once(ctx) {
+                ctx.exit.request(exit);
+            }
+        }
+        self.fd.set_kvm_immediate_exit(0);
+    }
+
     /// Parks until a reset in place has happened and the VM runs again.
     fn park_until_reset(ctx: &VcpuContext) {
         let generation = ctx.control.lock().generation;
@@ -346,7 +391,15 @@ impl Vcpu {
     fn run_once(&mut self, ctx: &VcpuContext) -> Option<VmExit> {
         let c = &ctx.counters;
         let index = self.index;
-        match self.fd.run() {
+        let result = self.fd.run();
+        self.io_pending = matches!(
+            result,
+            Ok(VcpuExit::IoIn(..)
+                | VcpuExit::IoOut(..)
+                | VcpuExit::MmioRead(..)
+                | VcpuExit::MmioWrite(..))
+        );
+        match result {
             Ok(VcpuExit::IoIn(port, data)) => {
                 ExitCounters::bump(&c.io_in);
                 if !ctx.pio.read(u64::from(port), data) {

@@ -206,11 +206,16 @@ impl Vmm {
             if c.eof || now >= deadline {
                 drop(c);
                 let why = if now >= deadline {
-                    "timed out"
+                    "timed out".to_string()
                 } else {
-                    "stdout closed"
+                    // fv-vmm is ending: let it finish its report on stderr first.
+                    format!(
+                        "stdout closed ({})",
+                        self.ended_within(Duration::from_secs(5))
+                    )
                 };
                 self.kill();
+                self.drain();
                 panic!("{why} waiting for {count}x {needle:?}\n{}", self.describe());
             }
             c = cv
@@ -261,6 +266,18 @@ impl Vmm {
                     .wait_timeout(c, Duration::from_millis(100))
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
+            }
+        }
+    }
+
+    /// How the process ended, waiting up to `grace` for it to.
+    fn ended_within(&mut self, grace: Duration) -> String {
+        let deadline = Instant::now() + grace;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return format!("fv-vmm {status}"),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+                _ => return "fv-vmm still running".into(),
             }
         }
     }
