@@ -21,7 +21,9 @@ use crate::devices::net::{open_tap, HostTap, NetSetupError};
 use crate::devices::pci::{PciConfigIo, PciEcam, PciRoot};
 use crate::devices::pci_hotplug::PciHotplug;
 use crate::devices::pvpanic::PvPanic;
-use crate::devices::serial::{InputSource, SerialDevice, SerialOutput, SocketClient};
+use crate::devices::serial::{
+    ConsoleClient, InputSource, SerialDevice, SerialOutput, SocketClient,
+};
 use crate::devices::virtio::{attach_virtio_pci, VirtioPciHandle, VirtioSetupError};
 use crate::devices::{Bus, BusDevice};
 use crate::exit::ExitEvent;
@@ -121,7 +123,9 @@ fn serial_ends(config: &SerialConfig) -> Result<(SerialOutput, InputSource), Bui
             listener
                 .set_nonblocking(true)
                 .map_err(io("serial socket"))?;
-            let client: SocketClient = Arc::new(Mutex::new(None));
+            let client: SocketClient = Arc::new(Mutex::new(
+                ConsoleClient::new().map_err(io("serial socket"))?,
+            ));
             (
                 SerialOutput::Socket(client.clone()),
                 InputSource::Socket { listener, client },

@@ -211,6 +211,8 @@ fn ioctls(kind: ThreadKind) -> Vec<u64> {
             libc::SIOCGIFINDEX,
             TUNSETIFF,
             n(KVM_IRQFD()),
+            // The serial console's client is made non-blocking when it connects.
+            FIONBIO,
         ],
         ThreadKind::Api => vec![],
         // Console and vsock make accepted client streams non-blocking.

@@ -269,6 +269,73 @@ fn echo_over_serial_socket() {
     assert_no_panic(&vmm);
 }
 
+/// A console client that types a lot without reading (a paste into a stuck browser tab)
+/// holds neither the guest nor fv-vmm: the guest echoes all of it while the client does
+/// not read, and the client then gets every byte of the echo, in order. Writing the UART
+/// blocked on the client once: the guest stopped reading input, the client's writes
+/// stopped, and both waited for ever.
+#[test]
+fn a_console_client_that_types_without_reading_loses_nothing() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("serpaste");
+    let sock = dir.join("serial.sock");
+    let serial = format!("socket={}", sock.display());
+    let mut vmm = Vmm::boot(&guest("echo"), &["--serial", &serial]);
+    let mut conn = poll(Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).ok()
+    })
+    .unwrap_or_else(|| panic!("serial socket never accepted\n{}", vmm.describe()));
+    // A small send buffer, so that a paste of 40 KB is more than the socket holds both
+    // ways (one-byte UART writes fill fv-vmm's side after about 270 bytes): here the old
+    // blocking UART deadlocked.
+    let sndbuf: libc::c_int = 4096;
+    // SAFETY: a valid socket fd and a c_int option value of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&conn),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&sndbuf as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_SNDBUF: {}", std::io::Error::last_os_error());
+    let line = format!("{}\n", "pasted text ".repeat(5));
+    let lines = 40_000 / line.len();
+    let typed = line.repeat(lines);
+    conn.set_write_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    if let Err(e) = conn.write_all(typed.as_bytes()) {
+        panic!("the console stopped taking input: {e}\n{}", vmm.describe());
+    }
+    let expected = typed.to_uppercase();
+    let mut got = Vec::new();
+    conn.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let complete = poll(Duration::from_secs(60), || {
+        let mut buf = [0u8; 65536];
+        while let Ok(n @ 1..) = conn.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        // Output from before we connected may be dropped: start at the first echo.
+        let text = String::from_utf8_lossy(&got);
+        let echo = text.find("PASTED").map_or("", |at| &text[at..]);
+        (echo.len() >= expected.len()).then(|| echo.to_string())
+    });
+    let echo = complete.unwrap_or_else(|| {
+        panic!(
+            "the echo did not all arrive: {} of {} bytes\n{}",
+            got.len(),
+            expected.len(),
+            vmm.describe()
+        )
+    });
+    assert!(echo == expected, "the echo differs from what was typed");
+    conn.write_all(b"quit\n").unwrap();
+    assert_eq!(vmm.wait_exit(), 0, "{}", vmm.describe());
+    assert_no_panic(&vmm);
+}
+
 // ---- API: exit counters, pause/resume, stop, reset ----
 
 fn exits_of(vm: &serde_json::Value, key: &str) -> u64 {
