@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -96,16 +96,43 @@ fn clean_reboot(
     while !console.seen.contains("guest# ") {
         assert!(
             Instant::now() < deadline,
-            "no shell after the reboot:\n{}",
-            console.seen
+            "no shell after the reboot:\n{}\n{}",
+            console.seen.trim(),
+            vmm_report(run_dir)
         );
-        let _ = std::io::Write::write_all(&mut console.stream, b"\n");
+        let _ = console.stream.write_all(b"\n");
         let mut buf = [0u8; 4096];
         if let Ok(n) = console.stream.read(&mut buf) {
             console.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     }
     (console, second)
+}
+
+/// What the VM's fv-vmm says of itself, twice 3 s apart (are its vCPUs still exiting, or
+/// stuck in the guest?), and its stderr: for a guest that stopped talking.
+fn vmm_report(run_dir: &Path) -> String {
+    let vm_state = || -> String {
+        let ask = || -> std::io::Result<String> {
+            let mut api = UnixStream::connect(run_dir.join("api.sock"))?;
+            api.write_all(b"GET /vm HTTP/1.1\r\nHost: fv-vmm\r\nConnection: close\r\n\r\n")?;
+            let mut answer = String::new();
+            api.read_to_string(&mut answer)?;
+            Ok(answer
+                .split("\r\n\r\n")
+                .nth(1)
+                .unwrap_or(&answer)
+                .to_owned())
+        };
+        ask().unwrap_or_else(|e| format!("(no answer: {e})"))
+    };
+    let first = vm_state();
+    std::thread::sleep(Duration::from_secs(3));
+    format!(
+        "--- fv-vmm's GET /vm ---\n{first}\n--- 3 s later ---\n{}\n--- its stderr.log ---\n{}",
+        vm_state(),
+        std::fs::read_to_string(run_dir.join("stderr.log")).unwrap_or_default()
+    )
 }
 
 /// A VM's serial console, read from its run directory's socket until `want` appears.
@@ -142,7 +169,9 @@ impl Console {
 
     /// Types `text` on the console.
     fn write(&mut self, text: &str) {
-        std::io::Write::write_all(&mut self.stream, text.as_bytes()).expect("console write");
+        self.stream
+            .write_all(text.as_bytes())
+            .expect("console write");
     }
 
     /// Runs `cmd` in the guest's shell; returns its exit status and what the console
@@ -171,14 +200,15 @@ impl Console {
         while !self.seen[at..].contains(want) {
             assert!(
                 Instant::now() < deadline,
-                "no {want:?} on the console:\n{}",
-                self.seen
+                "no {want:?} on the console:\n{}\n{}",
+                self.seen,
+                vmm_report(&self.run_dir)
             );
             match self.stream.read(&mut buf) {
                 Ok(0) => panic!(
-                    "console closed before {want:?}:\n{}\nfv-vmm's stderr:\n{}",
+                    "console closed before {want:?}:\n{}\n{}",
                     self.seen,
-                    std::fs::read_to_string(self.run_dir.join("stderr.log")).unwrap_or_default()
+                    vmm_report(&self.run_dir)
                 ),
                 Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
                 Err(_) => {}
