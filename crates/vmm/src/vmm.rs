@@ -176,6 +176,7 @@ impl Vmm {
         seccomp::install(ThreadKind::Main, seccomp_on)?;
         loop {
             if let Some(reason) = exit.reason() {
+                lock(&controller).hold_disks_for_exit();
                 return Ok(reason);
             }
             if let Err(e) = manager.run() {
@@ -380,6 +381,18 @@ impl Controller {
             let handle = self.virtio.remove(at);
             lock(&self.pci).remove(slot);
             handle.stop();
+        }
+    }
+
+    /// The VM ends, however it ends: every disk is held (nothing more reaches it) and
+    /// flushed, so that what the guest wrote is in its image with the metadata that finds
+    /// it. imago caches qcow2 metadata (L2 tables, refcounts); a guest that powered off
+    /// without a flush left an image that pointed at clusters its refcounts called free.
+    fn hold_disks_for_exit(&self) {
+        for disk in self.virtio.iter().filter_map(|d| d.disk.as_ref()) {
+            if let Err(e) = lock(&disk.device).hold() {
+                eprintln!("fv-vmm: cannot flush {}: {e}", disk.path.display());
+            }
         }
     }
 

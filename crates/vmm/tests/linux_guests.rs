@@ -1303,3 +1303,80 @@ fn inside_ext4_on_a_qcow2_overlay_of_a_raw_base() {
         "the file the guest wrote, read on the host"
     );
 }
+
+#[test]
+fn qcow2_writes_survive_a_power_off_without_a_flush() {
+    in_emulated_host("qcow2_writes_survive_a_power_off_without_a_flush");
+}
+
+/// A guest writes 1 MiB to a fresh qcow2 disk with O_DIRECT and powers off at once,
+/// without a sync or any flush request. The data reached fv-vmm, so it must be in the
+/// image: fv-vmm writes the qcow2 metadata it caches (the new clusters' L2 entries,
+/// refcounts) when the VM ends, as QEMU does. `qemu-img check` passes.
+#[test]
+#[ignore = "runs inside the emulated host, started by the test of the same name"]
+fn inside_qcow2_writes_survive_a_power_off_without_a_flush() {
+    let Some(kernel) = inside("FV_BZIMAGE") else {
+        return;
+    };
+    let initrd = inside("FV_INITRD").unwrap();
+    let dir = std::env::temp_dir().join(format!("fv-noflush-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = dir.join("data.qcow2");
+    run_tool(
+        std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&image)
+            .arg("64M"),
+    );
+    // `poweroff -n`: busybox would otherwise sync first.
+    let script = r#"head -c 1048576 /dev/urandom >/tmp/data
+echo "WROTE $(md5sum </tmp/data | cut -d' ' -f1)"
+dd if=/tmp/data of=/dev/vda bs=65536 oflag=direct 2>/dev/null; echo "DD $?"
+poweroff -n -f
+"#;
+    let vmm = Vmm::spawn([
+        "--kernel".into(),
+        path_str(&kernel),
+        "--initrd".into(),
+        path_str(&initrd),
+        "--cmdline".into(),
+        format!(
+            "{GUEST_CMDLINE} fv.action=run fv.run={}",
+            base64(script.as_bytes())
+        ),
+        "--disk".into(),
+        format!("path={},format=qcow2", path_str(&image)),
+    ]);
+    let (status, output, stderr) = wait_exit(vmm);
+    println!("--- guest output ---\n{output}");
+    assert_eq!(status, 0, "{output}\n{stderr}");
+    assert_eq!(line_value(&output, "DD"), "0", "{output}");
+    let check = std::process::Command::new("qemu-img")
+        .arg("check")
+        .arg(&image)
+        .output()
+        .expect("qemu-img check");
+    let flat = dir.join("flat.raw");
+    run_tool(
+        std::process::Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&image)
+            .arg(&flat),
+    );
+    let data = std::fs::read(&flat).unwrap();
+    std::fs::write(&flat, &data[..1 << 20]).unwrap();
+    let on_host = md5_of(&flat);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        check.status.success(),
+        "qemu-img check: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(
+        on_host,
+        line_value(&output, "WROTE"),
+        "the image does not hold what the guest wrote"
+    );
+}
