@@ -163,6 +163,8 @@ test("the console reconnects after the VM restarts", async ({ page }) => {
   await vmNode(other, "echo-vm").click();
   await other.getByRole("tab", { name: "Console" }).click();
   await expect(other.locator(".console-status")).toContainText("Connected: type");
+  // It opens on the guest's recent output, not on a blank screen.
+  await expect(screen(other)).toContainText("SECOND");
   await expect(page.locator(".console-status")).toContainText("Console closed");
   await other.getByTestId("terminal").click();
   await other.keyboard.type("third");

@@ -7,7 +7,9 @@
 //! Output never waits for a socket client: the vCPU writing the UART would freeze the
 //! guest, and a client waiting for the guest to read its input would never be read from
 //! again. What the client's socket does not take at once waits in a bounded backlog that
-//! the event loop sends as the socket drains (EPOLLOUT).
+//! the event loop sends as the socket drains (EPOLLOUT). A client that connects first gets
+//! the last `RECENT_LIMIT` bytes of output, as xenconsoled keeps a console's output: an
+//! opened console shows the login prompt rather than nothing.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -55,10 +57,15 @@ impl vm_superio::serial::SerialEvents for InputReady {
 /// are dropped: the newest output (the latest prompt) is what a console user needs.
 const BACKLOG_LIMIT: usize = 1 << 20;
 
+/// How much of the latest output a newly connected client gets first: a few screens.
+const RECENT_LIMIT: usize = 16 << 10;
+
 /// The connected socket client and the output it has not taken yet.
 pub struct ConsoleClient {
     stream: Option<UnixStream>,
     backlog: VecDeque<u8>,
+    /// The latest output, whoever was connected, for the next client.
+    recent: VecDeque<u8>,
     /// Written when output starts to wait in the backlog, for the event loop to send it.
     backlog_started: EventFd,
 }
@@ -71,14 +78,17 @@ impl ConsoleClient {
         Ok(ConsoleClient {
             stream: None,
             backlog: VecDeque::new(),
+            recent: VecDeque::new(),
             backlog_started: EventFd::new(EFD_NONBLOCK)?,
         })
     }
 
-    /// A new client (non-blocking) replaces the old one, without the old one's backlog.
+    /// A new client (non-blocking) replaces the old one. What it gets first is the
+    /// recent output (the old client's backlog is part of it, or older), which the event
+    /// loop sends with `send_backlog`.
     fn connect(&mut self, stream: UnixStream) {
         self.stream = Some(stream);
-        self.backlog.clear();
+        self.backlog = self.recent.clone();
     }
 
     fn disconnect(&mut self) {
@@ -87,8 +97,11 @@ impl ConsoleClient {
     }
 
     /// Guest output: sent at once if the socket takes it, else kept in the backlog.
-    /// Without a client it is dropped.
+    /// Without a client it is only kept among the recent output.
     fn send(&mut self, mut buf: &[u8]) {
+        self.recent.extend(buf);
+        let over = self.recent.len().saturating_sub(RECENT_LIMIT);
+        self.recent.drain(..over);
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
@@ -423,6 +436,7 @@ impl SerialInput {
             lock(client).connect(stream);
         }
         self.reader = Some(reader);
+        self.send_backlog();
     }
 }
 
@@ -589,6 +603,24 @@ mod tests {
             got[first..] == sent[sent.len() - BACKLOG_LIMIT..],
             "the backlog did not keep the newest output"
         );
+    }
+
+    /// A client that connects late first gets the latest `RECENT_LIMIT` bytes of what the
+    /// guest wrote while nobody was connected, then the live output, in order.
+    #[test]
+    fn a_new_client_gets_the_recent_output_first() {
+        let mut client = ConsoleClient::new().unwrap();
+        let before = pattern(RECENT_LIMIT + 5000);
+        client.send(&before);
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        client.connect(ours);
+        assert!(client.send_backlog(), "16 KiB fit in a fresh socket");
+        client.send(b"live");
+        let mut got = vec![0u8; RECENT_LIMIT + 4];
+        (&theirs).read_exact(&mut got).unwrap();
+        assert!(got[..RECENT_LIMIT] == before[before.len() - RECENT_LIMIT..]);
+        assert_eq!(&got[RECENT_LIMIT..], b"live");
     }
 
     /// Through the event loop, as fv-vmm runs it: a client connects to the socket, the
