@@ -37,28 +37,28 @@ impl<'a> Sr<'a> {
     fn attach(&self, vm: &str, vdi: &str) {
         self.c.ok(
             "VBD.create",
-            &[Value::Struct(BTreeMap::from([
-                ("VM".to_owned(), s(vm)),
-                ("VDI".to_owned(), s(vdi)),
-                ("userdevice".to_owned(), s("0")),
-                ("bootable".to_owned(), Value::Bool(false)),
-                ("mode".to_owned(), s("RW")),
-                ("type".to_owned(), s("Disk")),
-                ("empty".to_owned(), Value::Bool(false)),
-            ]))],
+            &[record(&[
+                ("VM", s(vm)),
+                ("VDI", s(vdi)),
+                ("userdevice", s("0")),
+                ("bootable", Value::Bool(false)),
+                ("mode", s("RW")),
+                ("type", s("Disk")),
+                ("empty", Value::Bool(false)),
+            ])],
         );
     }
 
     fn create(&self, name: &str, size: i64) -> String {
-        let rec = Value::Struct(BTreeMap::from([
-            ("name_label".to_owned(), s(name)),
-            ("SR".to_owned(), s(&self.sr)),
-            ("virtual_size".to_owned(), Value::Int(size)),
-            ("type".to_owned(), s("user")),
-            ("sharable".to_owned(), Value::Bool(false)),
-            ("read_only".to_owned(), Value::Bool(false)),
-            ("other_config".to_owned(), Value::Struct(BTreeMap::new())),
-        ]));
+        let rec = record(&[
+            ("name_label", s(name)),
+            ("SR", s(&self.sr)),
+            ("virtual_size", Value::Int(size)),
+            ("type", s("user")),
+            ("sharable", Value::Bool(false)),
+            ("read_only", Value::Bool(false)),
+            ("other_config", Value::Struct(BTreeMap::new())),
+        ]);
         self.c.ok("VDI.create", &[rec]).as_str().unwrap().to_owned()
     }
 
@@ -308,15 +308,15 @@ fn vm_snapshot_and_revert() {
     let vdi = sr.create("root", 4 << 20);
     c.ok(
         "VBD.create",
-        &[Value::Struct(BTreeMap::from([
-            ("VM".to_owned(), s(&vm)),
-            ("VDI".to_owned(), s(&vdi)),
-            ("userdevice".to_owned(), s("0")),
-            ("bootable".to_owned(), Value::Bool(true)),
-            ("mode".to_owned(), s("RW")),
-            ("type".to_owned(), s("Disk")),
-            ("empty".to_owned(), Value::Bool(false)),
-        ]))],
+        &[record(&[
+            ("VM", s(&vm)),
+            ("VDI", s(&vdi)),
+            ("userdevice", s("0")),
+            ("bootable", Value::Bool(true)),
+            ("mode", s("RW")),
+            ("type", s("Disk")),
+            ("empty", Value::Bool(false)),
+        ])],
     );
     let first = pattern(1 << 20, 7);
     sr.write(&vdi, 0, &first);
@@ -388,12 +388,7 @@ fn srs_are_created_scanned_forgotten_and_destroyed() {
             ],
         )
     };
-    let path = |p: &std::path::Path| {
-        Value::Struct(BTreeMap::from([(
-            "path".to_owned(),
-            s(p.to_str().unwrap()),
-        )]))
-    };
+    let path = |p: &std::path::Path| record(&[("path", s(p.to_str().unwrap()))]);
     assert_eq!(
         create(path(&extra_dir), "lvm").unwrap_err().code,
         "OPERATION_NOT_ALLOWED"
@@ -412,12 +407,12 @@ fn srs_are_created_scanned_forgotten_and_destroyed() {
     // A VDI made there counts in its virtual allocation.
     let vdi = c.ok(
         "VDI.create",
-        &[Value::Struct(BTreeMap::from([
-            ("name_label".to_owned(), s("v")),
-            ("SR".to_owned(), s(&sr)),
-            ("virtual_size".to_owned(), Value::Int(64 << 20)),
-            ("type".to_owned(), s("user")),
-        ]))],
+        &[record(&[
+            ("name_label", s("v")),
+            ("SR", s(&sr)),
+            ("virtual_size", Value::Int(64 << 20)),
+            ("type", s("user")),
+        ])],
     );
     assert_eq!(
         c.field("SR", &sr, "virtual_allocation").as_int(),
@@ -711,12 +706,12 @@ fn an_iso_library_gives_read_only_cds() {
     assert_eq!(c.field("VDI", &install, "read_only"), Value::Bool(true));
 
     // Nothing is made, changed or removed in a library.
-    let rec = Value::Struct(BTreeMap::from([
-        ("name_label".to_owned(), s("new")),
-        ("SR".to_owned(), s(&sr)),
-        ("virtual_size".to_owned(), Value::Int(1 << 20)),
-        ("type".to_owned(), s("user")),
-    ]));
+    let rec = record(&[
+        ("name_label", s("new")),
+        ("SR", s(&sr)),
+        ("virtual_size", Value::Int(1 << 20)),
+        ("type", s("user")),
+    ]);
     assert_eq!(
         c.err("VDI.create", &[rec]).code,
         "SR_OPERATION_NOT_SUPPORTED"
@@ -750,15 +745,15 @@ fn an_iso_library_gives_read_only_cds() {
     let vbd = |device: &str, vdi: &str, empty: bool| {
         let v = c.ok(
             "VBD.create",
-            &[Value::Struct(BTreeMap::from([
-                ("VM".to_owned(), s(&vm)),
-                ("VDI".to_owned(), s(vdi)),
-                ("userdevice".to_owned(), s(device)),
-                ("bootable".to_owned(), Value::Bool(false)),
-                ("mode".to_owned(), s("RO")),
-                ("type".to_owned(), s("CD")),
-                ("empty".to_owned(), Value::Bool(empty)),
-            ]))],
+            &[record(&[
+                ("VM", s(&vm)),
+                ("VDI", s(vdi)),
+                ("userdevice", s(device)),
+                ("bootable", Value::Bool(false)),
+                ("mode", s("RO")),
+                ("type", s("CD")),
+                ("empty", Value::Bool(empty)),
+            ])],
         );
         v.as_str().unwrap().to_owned()
     };

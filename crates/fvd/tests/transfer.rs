@@ -104,15 +104,15 @@ impl Env {
     }
 
     fn vdi(&self, name: &str, size: u64) -> String {
-        let rec = Value::Struct(BTreeMap::from([
-            ("name_label".to_owned(), s(name)),
-            ("SR".to_owned(), s(&self.sr)),
-            ("virtual_size".to_owned(), Value::Int(size as i64)),
-            ("type".to_owned(), s("user")),
-            ("sharable".to_owned(), Value::Bool(false)),
-            ("read_only".to_owned(), Value::Bool(false)),
-            ("other_config".to_owned(), Value::Struct(BTreeMap::new())),
-        ]));
+        let rec = record(&[
+            ("name_label", s(name)),
+            ("SR", s(&self.sr)),
+            ("virtual_size", Value::Int(size as i64)),
+            ("type", s("user")),
+            ("sharable", Value::Bool(false)),
+            ("read_only", Value::Bool(false)),
+            ("other_config", Value::Struct(BTreeMap::new())),
+        ]);
         self.c.ok("VDI.create", &[rec]).as_str().unwrap().to_owned()
     }
 
@@ -474,15 +474,15 @@ fn credentials_roles_tasks_and_running_vms() {
     let vm = env.c.tiny_vm("busy", "spin");
     env.c.ok(
         "VBD.create",
-        &[Value::Struct(BTreeMap::from([
-            ("VM".to_owned(), s(&vm)),
-            ("VDI".to_owned(), s(&vdi)),
-            ("userdevice".to_owned(), s("0")),
-            ("bootable".to_owned(), Value::Bool(false)),
-            ("mode".to_owned(), s("RW")),
-            ("type".to_owned(), s("Disk")),
-            ("empty".to_owned(), Value::Bool(false)),
-        ]))],
+        &[record(&[
+            ("VM", s(&vm)),
+            ("VDI", s(&vdi)),
+            ("userdevice", s("0")),
+            ("bootable", Value::Bool(false)),
+            ("mode", s("RW")),
+            ("type", s("Disk")),
+            ("empty", Value::Bool(false)),
+        ])],
     );
     env.c.ok(
         "VM.start",
@@ -602,15 +602,15 @@ fn an_import_holds_its_vdi_until_it_ends() {
     let vm = env.c.tiny_vm("held", "spin");
     env.c.ok(
         "VBD.create",
-        &[Value::Struct(BTreeMap::from([
-            ("VM".to_owned(), s(&vm)),
-            ("VDI".to_owned(), s(&vdi)),
-            ("userdevice".to_owned(), s("0")),
-            ("bootable".to_owned(), Value::Bool(false)),
-            ("mode".to_owned(), s("RW")),
-            ("type".to_owned(), s("Disk")),
-            ("empty".to_owned(), Value::Bool(false)),
-        ]))],
+        &[record(&[
+            ("VM", s(&vm)),
+            ("VDI", s(&vdi)),
+            ("userdevice", s("0")),
+            ("bootable", Value::Bool(false)),
+            ("mode", s("RW")),
+            ("type", s("Disk")),
+            ("empty", Value::Bool(false)),
+        ])],
     );
     let task = env.c.ok("task.create", &[s("upload"), s("")]);
     let task = task.as_str().unwrap().to_owned();
