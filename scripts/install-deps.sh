@@ -12,7 +12,8 @@ packages=(
     binutils
     # Reading the API socket by hand in docs/ examples.
     curl
-    # qemu-img and qemu-io: fv-disk's tests create and check qcow2 images with them.
+    # qemu-img: fvd mends the qcow2 disks of a killed fv-vmm with it (check -r all);
+    # fv-disk's tests create and check qcow2 images with it and qemu-io.
     qemu-utils
     # ip: fv-hostnet's tests and the emulated-host network tests set up bridges with it.
     iproute2

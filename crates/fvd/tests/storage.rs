@@ -909,3 +909,101 @@ fn an_nfs_sr_that_cannot_be_mounted_is_not_made() {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains(fvd.data.to_str().unwrap()), "{mounts}");
 }
+
+/// Sets to 0, in `image`'s own refcount blocks, the refcount of the cluster holding its
+/// first L2 table: what a fv-vmm killed right after imago allocated that table leaves (the
+/// L1 entry written, the refcount still in imago's cache). Returns that cluster's offset.
+fn forget_first_l2_refcount(image: &std::path::Path) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .unwrap();
+    let be64 = |at: u64| {
+        let mut b = [0u8; 8];
+        file.read_exact_at(&mut b, at).unwrap();
+        u64::from_be_bytes(b)
+    };
+    let mut b = [0u8; 4];
+    file.read_exact_at(&mut b, 20).unwrap();
+    let cluster_bits = u32::from_be_bytes(b);
+    file.read_exact_at(&mut b, 96).unwrap();
+    assert_eq!(
+        u32::from_be_bytes(b),
+        4,
+        "16-bit refcounts, qemu-img's default"
+    );
+    const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+    let l2 = be64(be64(40)) & OFFSET_MASK;
+    assert_ne!(l2, 0, "the image has an L2 table");
+    let cluster = l2 >> cluster_bits;
+    let per_block = (1u64 << cluster_bits) / 2;
+    let block = be64(be64(48) + 8 * (cluster / per_block)) & OFFSET_MASK;
+    file.write_all_at(&[0, 0], block + 2 * (cluster % per_block))
+        .unwrap();
+    l2
+}
+
+fn qemu_img_check(image: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new("qemu-img")
+        .arg("check")
+        .arg(image)
+        .output()
+        .expect("qemu-img");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// fv-vmm killed (SIGKILL) while its VM runs: it cannot write imago's cached qcow2
+/// metadata, and may leave an L2 table that its refcounts call free. fvd mends the VM's
+/// writable qcow2 images (`qemu-img check -r all`) before it records the VM halted: the
+/// image passes `qemu-img check` again, with the guest-visible data unchanged.
+#[test]
+fn a_killed_vmms_qcow2_disk_is_mended_before_the_vm_is_halted() {
+    let dir = TempDir::new("killvmm");
+    let fvd = Fvd::start(&dir.0.join("data"));
+    let c = fvd.root();
+    let sr = Sr::default_of(&c, &fvd);
+    let vm = c.tiny_vm("killed", "spin");
+    let len = 2 << 20;
+    let vdi = sr.create("d", len as i64);
+    let data = pattern(len, 9);
+    sr.write(&vdi, 0, &data);
+    sr.attach(&vm, &vdi);
+    c.ok(
+        "VM.start",
+        &[s(&vm), Value::Bool(false), Value::Bool(false)],
+    );
+    let image = sr.file(&vdi);
+    let l2 = forget_first_l2_refcount(&image);
+    let (code, report) = qemu_img_check(&image);
+    assert_eq!(code, Some(2), "the test's damage is seen: {report}");
+
+    let pid = c.field("VM", &vm, "domid").as_int().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    c.wait_power_state(&vm, "Halted");
+
+    let (code, report) = qemu_img_check(&image);
+    assert_eq!(
+        code,
+        Some(0),
+        "the L2 table at {l2:#x} is not mended: {report}"
+    );
+    assert!(sr.read(&vdi, 0, len) == data, "the disk's data changed");
+    let uuid = c.field("VM", &vm, "uuid");
+    let Value::Struct(messages) = c.ok("message.get_all_records", &[]) else {
+        panic!("message.get_all_records is not a map");
+    };
+    let crashed = messages.values().any(|m| {
+        let Value::Struct(m) = m else { return false };
+        m.get("name") == Some(&s("VM_CRASHED")) && m.get("obj_uuid") == Some(&uuid)
+    });
+    assert!(crashed, "no VM_CRASHED message: {messages:?}");
+}

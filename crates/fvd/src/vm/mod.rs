@@ -409,6 +409,10 @@ impl Vms {
                 false
             }
         };
+        if matches!(exit, Exit::Killed(_)) {
+            // Before the VM is halted, so that no start can open a disk still being mended.
+            self.repair_disks_after_kill(db, vm, &uuid)?;
+        }
         // The taps go first, then their chains with the record's change: whoever sees
         // the VM halted sees neither.
         let devices = db.read(|tx| devices::vif_devices(tx, vm))?;
@@ -450,6 +454,71 @@ impl Vms {
     }
 
     /// A `message` record for the administrator.
+    /// A killed fv-vmm could not write the qcow2 metadata imago caches, and imago writes
+    /// a new L2 table's L1 entry before the refcount that allocates it (docs/vmm.md,
+    /// "Disks at exit"): such an image may point at clusters its refcounts call free, which
+    /// a later write would reuse. `qemu-img check -r all` (Debian qemu-utils) sets each of
+    /// the VM's writable qcow2 images right; one it cannot mend is reported in a message.
+    fn repair_disks_after_kill(
+        &self,
+        db: &fv_xapi::db::Db,
+        vm: &str,
+        uuid: &str,
+    ) -> Result<(), ApiError> {
+        let images = db.read(|tx| {
+            let mut images = Vec::new();
+            for vbd in crate::fields::refs(tx, "VM", vm, "VBDs")? {
+                let vdi = get_str(tx, "VBD", &vbd, "VDI")?;
+                if get_str(tx, "VBD", &vbd, "mode")? != "RW" || !tx.exists("VDI", &vdi)? {
+                    continue;
+                }
+                let (path, format) = crate::storage::vdi_image(tx, &vdi)?;
+                if format == "qcow2" {
+                    images.push(path);
+                }
+            }
+            Ok(images)
+        })?;
+        for path in images {
+            let repaired = std::process::Command::new("qemu-img")
+                .args(["check", "-r", "all", "-f", "qcow2"])
+                .arg(&path)
+                .output();
+            match repaired {
+                Ok(out) if out.status.success() => tracing::info!(
+                    "VM {vm}: {} checked after fv-vmm was killed: {}",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stdout).trim()
+                ),
+                Ok(out) => self.alert(
+                    db,
+                    uuid,
+                    "VDI_NOT_REPAIRED",
+                    2,
+                    &format!(
+                        "{} may be damaged (fv-vmm was killed) and qemu-img check -r all \
+                         could not mend it: {}{}",
+                        path.display(),
+                        String::from_utf8_lossy(&out.stdout).trim(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                ),
+                Err(e) => self.alert(
+                    db,
+                    uuid,
+                    "VDI_NOT_REPAIRED",
+                    2,
+                    &format!(
+                        "{} may be damaged (fv-vmm was killed); qemu-img (Debian \
+                         qemu-utils) could not run: {e}",
+                        path.display()
+                    ),
+                ),
+            }
+        }
+        Ok(())
+    }
+
     fn alert(&self, db: &fv_xapi::db::Db, uuid: &str, name: &str, priority: i64, body: &str) {
         let result = db.write(|tx| {
             tx.create(
