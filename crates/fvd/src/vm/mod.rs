@@ -472,8 +472,19 @@ impl Vms {
                 if get_str(tx, "VBD", &vbd, "mode")? != "RW" || !tx.exists("VDI", &vdi)? {
                     continue;
                 }
+                // A sharable disk another VM still runs on is not this VM's to mend.
+                let mut in_use = false;
+                for other in crate::fields::refs(tx, "VDI", &vdi, "VBDs")? {
+                    let other_vm = get_str(tx, "VBD", &other, "VM")?;
+                    if other_vm != vm
+                        && tx.exists("VM", &other_vm)?
+                        && get_str(tx, "VM", &other_vm, "power_state")? != "Halted"
+                    {
+                        in_use = true;
+                    }
+                }
                 let (path, format) = crate::storage::vdi_image(tx, &vdi)?;
-                if format == "qcow2" {
+                if format == "qcow2" && !in_use {
                     images.push(path);
                 }
             }
