@@ -27,12 +27,13 @@ fn linux_guest_clean_shutdown_through_fvd() {
     run_inside("inside_linux_guest_clean_shutdown_through_fvd");
 }
 
-/// The same with a `VM.clean_reboot` first. Ignored: each VM start makes the emulated
-/// host's KVM patch its own code, which now and then stalls QEMU TCG; a reboot is one more
+/// The same with a `VM.clean_reboot` first. Ignored: code patching, the emulated host's
+/// KVM patching its own code as VMs come and go, or the rebooted guest patching its own as
+/// it loads modules, now and then stalls QEMU TCG's nested AMD-V, and a reboot is one more
 /// start (docs/testhost.md, "Guest kernels at fixed addresses"). Run it with
 /// `cargo test -p fvd --test linux -- --ignored linux_guest_clean_reboot_and_shutdown`.
 #[test]
-#[ignore = "the emulated host stalls in some runs with a reboot (docs/testhost.md)"]
+#[ignore = "QEMU TCG's nested AMD-V stalls in some runs with a reboot (docs/testhost.md)"]
 fn linux_guest_clean_reboot_and_shutdown_through_fvd() {
     run_inside("inside_linux_guest_clean_reboot_and_shutdown_through_fvd");
 }
