@@ -16,6 +16,8 @@ use crate::Error;
 const RECIPE_VERSION: u32 = 1;
 
 const HOST_INIT: &str = include_str!("init/host.sh");
+/// The emulated host's idle VM (`/bin/fv-kvm-hold`, which its init starts).
+const KVM_HOLD_SRC: &str = include_str!("init/kvm-hold.S");
 const GUEST_INIT: &str = include_str!("init/guest.sh");
 
 /// The emulated host's modules, in load order (machine.md); dependencies come first
@@ -242,7 +244,7 @@ impl Artifacts {
         let host_dir = dir.join(format!("host-{}", host.key()));
         let guest_dir = dir.join(format!("guest-{}", guest.key()));
         let host_key = initrd_key(
-            HOST_INIT,
+            &format!("{HOST_INIT}{KVM_HOLD_SRC}"),
             &[HOST_MODULES, HOST_NET_MODULES, HOST_STORAGE_MODULES].concat(),
             &busybox_id,
         );
@@ -531,7 +533,34 @@ fn build_host(root: &Path, pkg: &Package, busybox: &Path, a: &Artifacts) -> Resu
         ("@STORAGE_MODULES@", &storage),
     ];
     add_modules_and_init(&mut c, &tree, &groups, HOST_INIT)?;
+    c.file("/bin/fv-kvm-hold", 0o755, &assemble_kvm_hold(out_dir)?);
     write_atomic(&a.host_initrd, &c.finish())
+}
+
+/// `init/kvm-hold.S` assembled and linked (binutils, as the tiny guests are) into a
+/// static x86-64 program.
+fn assemble_kvm_hold(work_dir: &Path) -> Result<Vec<u8>, Error> {
+    let as_ = require("as", "binutils")?;
+    let ld = require("ld", "binutils")?;
+    let pid = std::process::id();
+    let src = work_dir.join(format!("kvm-hold.{pid}.S"));
+    let obj = work_dir.join(format!("kvm-hold.{pid}.o"));
+    let exe = work_dir.join(format!("kvm-hold.{pid}"));
+    fs::write(&src, KVM_HOLD_SRC).map_err(Error::io("writing", &src))?;
+    let built = tools::run(Command::new(as_).arg("--64").arg("-o").arg(&obj).arg(&src))
+        .and_then(|_| {
+            tools::run(
+                Command::new(ld)
+                    .args(["-static", "-nostdlib", "-o"])
+                    .arg(&exe)
+                    .arg(&obj),
+            )
+        })
+        .and_then(|_| fs::read(&exe).map_err(Error::io("reading", &exe)));
+    for f in [&src, &obj, &exe] {
+        let _ = fs::remove_file(f);
+    }
+    built
 }
 
 fn build_guest(root: &Path, pkg: &Package, busybox: &Path, a: &Artifacts) -> Result<(), Error> {
