@@ -453,7 +453,6 @@ impl Vms {
         Ok(())
     }
 
-    /// A `message` record for the administrator.
     /// A killed fv-vmm could not write the qcow2 metadata imago caches, and imago writes
     /// a new L2 table's L1 entry before the refcount that allocates it (docs/vmm.md,
     /// "Disks at exit"): such an image may point at clusters its refcounts call free, which
@@ -508,7 +507,7 @@ impl Vms {
                     2,
                     &format!(
                         "{} may be damaged (fv-vmm was killed) and qemu-img check -r all \
-                         could not mend it: {}{}",
+                         could not mend it: {} {}",
                         path.display(),
                         String::from_utf8_lossy(&out.stdout).trim(),
                         String::from_utf8_lossy(&out.stderr).trim()
@@ -530,6 +529,7 @@ impl Vms {
         Ok(())
     }
 
+    /// A `message` record for the administrator.
     fn alert(&self, db: &fv_xapi::db::Db, uuid: &str, name: &str, priority: i64, body: &str) {
         let result = db.write(|tx| {
             tx.create(
