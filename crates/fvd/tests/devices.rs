@@ -54,18 +54,7 @@ fn vbds_and_vifs_become_disks_and_nics() {
         ])],
     );
     let vdi = vdi.as_str().unwrap().to_owned();
-    c.ok(
-        "VBD.create",
-        &[record(&[
-            ("VM", s(&vm)),
-            ("VDI", s(&vdi)),
-            ("userdevice", s("0")),
-            ("bootable", Value::Bool(true)),
-            ("mode", s("RW")),
-            ("type", s("Disk")),
-            ("empty", Value::Bool(false)),
-        ])],
-    );
+    c.attach_disk(&vm, &vdi, "0", true);
     let vif = c.ok(
         "VIF.create",
         &[record(&[

@@ -110,15 +110,7 @@ fn what_the_guest_does_moves_the_vm() {
         &[s(&crash), Value::Bool(false), Value::Bool(false)],
     );
     c.wait_power_state(&crash, "Halted");
-    let uuid = c.field("VM", &crash, "uuid");
-    let Value::Struct(messages) = c.ok("message.get_all_records", &[]) else {
-        panic!("message.get_all_records is not a map");
-    };
-    let crashed = messages.values().any(|m| {
-        let Value::Struct(m) = m else { return false };
-        m.get("name") == Some(&s("VM_CRASHED")) && m.get("obj_uuid") == Some(&uuid)
-    });
-    assert!(crashed, "no VM_CRASHED message for {uuid:?}: {messages:?}");
+    c.assert_vm_message("VM_CRASHED", &crash);
 }
 
 #[test]

@@ -351,18 +351,7 @@ fn clean_power_operations(reboot: bool) {
         panic!()
     };
     c.ok("VBD.destroy", &[vbds[0].clone()]);
-    c.ok(
-        "VBD.create",
-        &[record(&[
-            ("VM", s(&vm)),
-            ("VDI", vdi),
-            ("userdevice", s("0")),
-            ("bootable", Value::Bool(true)),
-            ("mode", s("RW")),
-            ("type", s("Disk")),
-            ("empty", Value::Bool(false)),
-        ])],
-    );
+    c.attach_disk(&vm, vdi.as_str().unwrap(), "0", true);
     c.ok("VM.start", &[s(&vm), Value::Bool(true), Value::Bool(false)]);
     let mut console = Console::connect(&run_dir);
     c.ok("VM.unpause", &[s(&vm)]);
@@ -748,18 +737,7 @@ fn inside_guest_data_survives_snapshot_clone_revert_copy_resize_export_and_impor
         ])],
     );
     let data = data.as_str().unwrap().to_owned();
-    c.ok(
-        "VBD.create",
-        &[record(&[
-            ("VM", s(&vm)),
-            ("VDI", s(&data)),
-            ("userdevice", s("1")),
-            ("bootable", Value::Bool(false)),
-            ("mode", s("RW")),
-            ("type", s("Disk")),
-            ("empty", Value::Bool(false)),
-        ])],
-    );
+    c.attach_disk(&vm, &data, "1", false);
     let uuid = c.field("VM", &vm, "uuid");
     let run_dir = fvd.data.join("vms").join(uuid.as_str().unwrap());
     let boot = |c: &Client| {

@@ -194,18 +194,7 @@ fn inside_lvm_sr_on_a_loop_device() {
         .as_str()
         .unwrap()
         .to_owned();
-    let vbd = c.ok(
-        "VBD.create",
-        &[record(&[
-            ("VM", s(&vm)),
-            ("VDI", s(&vdi)),
-            ("userdevice", s("0")),
-            ("bootable", Value::Bool(false)),
-            ("mode", s("RW")),
-            ("type", s("Disk")),
-            ("empty", Value::Bool(false)),
-        ])],
-    );
+    let vbd = c.attach_disk(&vm, &vdi, "0", false);
     c.ok("VM.start", &[s(&vm), Value::Bool(true), Value::Bool(false)]);
     let socket = fvd
         .data

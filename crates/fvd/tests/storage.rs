@@ -33,22 +33,6 @@ impl<'a> Sr<'a> {
         }
     }
 
-    /// Attaches `vdi` to `vm` as its read/write, not bootable disk at position 0.
-    fn attach(&self, vm: &str, vdi: &str) {
-        self.c.ok(
-            "VBD.create",
-            &[record(&[
-                ("VM", s(vm)),
-                ("VDI", s(vdi)),
-                ("userdevice", s("0")),
-                ("bootable", Value::Bool(false)),
-                ("mode", s("RW")),
-                ("type", s("Disk")),
-                ("empty", Value::Bool(false)),
-            ])],
-        );
-    }
-
     fn create(&self, name: &str, size: i64) -> String {
         let rec = record(&[
             ("name_label", s(name)),
@@ -259,7 +243,7 @@ fn a_running_vms_disk_is_held_while_it_is_snapshotted_and_grown() {
     let vdi = sr.create("d", 1 << 20);
     let data = pattern(1 << 20, 3);
     sr.write(&vdi, 0, &data);
-    sr.attach(&vm, &vdi);
+    c.attach_disk(&vm, &vdi, "0", false);
     c.ok(
         "VM.start",
         &[s(&vm), Value::Bool(false), Value::Bool(false)],
@@ -306,18 +290,7 @@ fn vm_snapshot_and_revert() {
     let sr = Sr::default_of(&c, &fvd);
     let vm = c.tiny_vm("reverting", "spin");
     let vdi = sr.create("root", 4 << 20);
-    c.ok(
-        "VBD.create",
-        &[record(&[
-            ("VM", s(&vm)),
-            ("VDI", s(&vdi)),
-            ("userdevice", s("0")),
-            ("bootable", Value::Bool(true)),
-            ("mode", s("RW")),
-            ("type", s("Disk")),
-            ("empty", Value::Bool(false)),
-        ])],
-    );
+    c.attach_disk(&vm, &vdi, "0", true);
     let first = pattern(1 << 20, 7);
     sr.write(&vdi, 0, &first);
     c.ok("VM.set_VCPUs_max", &[s(&vm), Value::Int(2)]);
@@ -477,7 +450,7 @@ fn a_chain_under_a_running_vm_is_shortened_when_it_halts() {
     let sr = Sr::default_of(&c, &fvd);
     let vm = c.tiny_vm("user", "spin");
     let vdi = sr.create("d", 1 << 20);
-    sr.attach(&vm, &vdi);
+    c.attach_disk(&vm, &vdi, "0", false);
     let snap = c.ok("VDI.snapshot", &[s(&vdi), Value::Struct(BTreeMap::new())]);
     assert_eq!(base_copies(&c, &sr.sr), 1);
     c.ok(
@@ -517,7 +490,7 @@ fn a_disk_left_held_by_a_killed_fvd_is_reopened() {
     let sr = Sr::default_of(&c, &fvd);
     let vm = c.tiny_vm("held", "spin");
     let vdi = sr.create("d", 1 << 20);
-    sr.attach(&vm, &vdi);
+    c.attach_disk(&vm, &vdi, "0", false);
     c.ok(
         "VM.start",
         &[s(&vm), Value::Bool(false), Value::Bool(false)],
@@ -972,7 +945,7 @@ fn a_killed_vmms_qcow2_disk_is_mended_before_the_vm_is_halted() {
     let vdi = sr.create("d", len as i64);
     let data = pattern(len, 9);
     sr.write(&vdi, 0, &data);
-    sr.attach(&vm, &vdi);
+    c.attach_disk(&vm, &vdi, "0", false);
     c.ok(
         "VM.start",
         &[s(&vm), Value::Bool(false), Value::Bool(false)],
@@ -997,13 +970,5 @@ fn a_killed_vmms_qcow2_disk_is_mended_before_the_vm_is_halted() {
         "the L2 table at {l2:#x} is not mended: {report}"
     );
     assert!(sr.read(&vdi, 0, len) == data, "the disk's data changed");
-    let uuid = c.field("VM", &vm, "uuid");
-    let Value::Struct(messages) = c.ok("message.get_all_records", &[]) else {
-        panic!("message.get_all_records is not a map");
-    };
-    let crashed = messages.values().any(|m| {
-        let Value::Struct(m) = m else { return false };
-        m.get("name") == Some(&s("VM_CRASHED")) && m.get("obj_uuid") == Some(&uuid)
-    });
-    assert!(crashed, "no VM_CRASHED message: {messages:?}");
+    c.assert_vm_message("VM_CRASHED", &vm);
 }

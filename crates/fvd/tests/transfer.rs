@@ -472,18 +472,7 @@ fn credentials_roles_tasks_and_running_vms() {
 
     // A running VM's disk: import refused (409), export allowed.
     let vm = env.c.tiny_vm("busy", "spin");
-    env.c.ok(
-        "VBD.create",
-        &[record(&[
-            ("VM", s(&vm)),
-            ("VDI", s(&vdi)),
-            ("userdevice", s("0")),
-            ("bootable", Value::Bool(false)),
-            ("mode", s("RW")),
-            ("type", s("Disk")),
-            ("empty", Value::Bool(false)),
-        ])],
-    );
+    env.c.attach_disk(&vm, &vdi, "0", false);
     env.c.ok(
         "VM.start",
         &[s(&vm), Value::Bool(false), Value::Bool(false)],
@@ -600,18 +589,7 @@ fn an_import_holds_its_vdi_until_it_ends() {
     let size = 16u64 << 20;
     let vdi = env.vdi("held", size);
     let vm = env.c.tiny_vm("held", "spin");
-    env.c.ok(
-        "VBD.create",
-        &[record(&[
-            ("VM", s(&vm)),
-            ("VDI", s(&vdi)),
-            ("userdevice", s("0")),
-            ("bootable", Value::Bool(false)),
-            ("mode", s("RW")),
-            ("type", s("Disk")),
-            ("empty", Value::Bool(false)),
-        ])],
-    );
+    env.c.attach_disk(&vm, &vdi, "0", false);
     let task = env.c.ok("task.create", &[s("upload"), s("")]);
     let task = task.as_str().unwrap().to_owned();
     let path = format!(

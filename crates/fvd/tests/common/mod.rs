@@ -291,6 +291,36 @@ pub fn record(pairs: &[(&str, Value)]) -> Value {
 }
 
 impl Client {
+    /// `VBD.create`: VDI `vdi` as `vm`'s read/write disk at position `userdevice`,
+    /// `bootable` or not. Returns the VBD.
+    pub fn attach_disk(&self, vm: &str, vdi: &str, userdevice: &str, bootable: bool) -> Value {
+        self.ok(
+            "VBD.create",
+            &[record(&[
+                ("VM", s(vm)),
+                ("VDI", s(vdi)),
+                ("userdevice", s(userdevice)),
+                ("bootable", Value::Bool(bootable)),
+                ("mode", s("RW")),
+                ("type", s("Disk")),
+                ("empty", Value::Bool(false)),
+            ])],
+        )
+    }
+
+    /// Asserts that a `message` named `name` is about the VM `vm`.
+    pub fn assert_vm_message(&self, name: &str, vm: &str) {
+        let uuid = self.field("VM", vm, "uuid");
+        let Value::Struct(messages) = self.ok("message.get_all_records", &[]) else {
+            panic!("message.get_all_records is not a map");
+        };
+        let found = messages.values().any(|m| {
+            let Value::Struct(m) = m else { return false };
+            m.get("name") == Some(&s(name)) && m.get("obj_uuid") == Some(&uuid)
+        });
+        assert!(found, "no {name} message for {uuid:?}: {messages:?}");
+    }
+
     /// POSTs `body` to `path` and returns the status and response body.
     pub fn post(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
         self.try_post_as(path, content_type, body)
