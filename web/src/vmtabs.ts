@@ -33,6 +33,22 @@ export function firstFreeDevice(used: Iterable<string>): string {
   return String(n);
 }
 
+/** VBD.create's record: VDI `vdi` as VM `vm`'s read/write disk at `userdevice`. */
+export function diskVbd(vm: string, vdi: string, userdevice: string, bootable: boolean): Record<string, unknown> {
+  return {
+    VM: vm,
+    VDI: vdi,
+    userdevice,
+    bootable,
+    mode: "RW",
+    type: "Disk",
+    empty: false,
+    other_config: {},
+    qos_algorithm_type: "",
+    qos_algorithm_params: {},
+  };
+}
+
 export function refsOf(v: unknown): string[] {
   return Array.isArray(v) ? v.map(String).filter((r) => r && r !== NULL_REF) : [];
 }
@@ -372,21 +388,6 @@ export class StorageTab implements Tab {
     return firstFreeDevice(refsOf(this.vm().VBDs).map((r) => String(this.c.store.get("vbd", r)?.userdevice ?? "")));
   }
 
-  private vbdRecord(vdi: string, userdevice: string): Record<string, unknown> {
-    return {
-      VM: this.c.ref,
-      VDI: vdi,
-      userdevice,
-      bootable: false,
-      mode: "RW",
-      type: "Disk",
-      empty: false,
-      other_config: {},
-      qos_algorithm_type: "",
-      qos_algorithm_params: {},
-    };
-  }
-
   /** VBD.create of the chosen free disk at the first free device number. */
   private async attach(): Promise<void> {
     const vdi = this.attachSelect.value;
@@ -394,7 +395,7 @@ export class StorageTab implements Tab {
     const name = String(this.c.store.get("vdi", vdi)?.name_label ?? vdi);
     this.attachButton.disabled = true;
     try {
-      await this.c.session.call("VBD.create", this.vbdRecord(vdi, this.freeUserdevice()));
+      await this.c.session.call("VBD.create", diskVbd(this.c.ref, vdi, this.freeUserdevice(), false));
     } catch (e) {
       this.c.tasks.fail(`Attach ${name} to ${String(this.vm().name_label)}`, e);
     } finally {
@@ -420,7 +421,7 @@ export class StorageTab implements Tab {
         read_only: false,
         other_config: {},
       });
-      await this.c.session.call("VBD.create", this.vbdRecord(String(vdi), userdevice));
+      await this.c.session.call("VBD.create", diskVbd(this.c.ref, String(vdi), userdevice, false));
       this.nameInput.value = "";
     } catch (e) {
       this.c.tasks.fail(`Add disk ${name} to ${String(vm.name_label)}`, e);

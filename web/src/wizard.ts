@@ -9,6 +9,7 @@ import { explainError } from "./errors";
 import { refusal } from "./roles";
 import { Store } from "./store";
 import { TaskPanel } from "./tasks";
+import { diskVbd } from "./vmtabs";
 
 const NULL_REF = "OpaqueRef:NULL";
 const MIB = 2 ** 20;
@@ -233,18 +234,7 @@ async function createVm(session: Session, store: Store, run: Runner, c: Choices)
         read_only: false,
         other_config: {},
       });
-      await call("VBD.create", {
-        VM: vm,
-        VDI: vdi,
-        userdevice: "0",
-        bootable: true,
-        mode: "RW",
-        type: "Disk",
-        empty: false,
-        other_config: {},
-        qos_algorithm_type: "",
-        qos_algorithm_params: {},
-      });
+      await call("VBD.create", diskVbd(vm, String(vdi), "0", true));
     });
   }
   const vifs = await Promise.all(refs(rec.VIFs).map(async (r) => [r, String(await call("VIF.get_network", r))] as const));
