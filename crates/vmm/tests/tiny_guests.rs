@@ -233,17 +233,23 @@ fn serial_input_larger_than_the_fifo_arrives_whole() {
     assert!(vmm.stdout().contains(&expected), "{}", vmm.describe());
 }
 
-#[test]
-fn echo_over_serial_socket() {
-    use std::io::{Read, Write};
-    let dir = TempDir::new("sersock");
+/// The echo guest with its serial port on a socket, and a client connected to it.
+fn echo_guest_on_a_serial_socket(tag: &str) -> (TempDir, Vmm, std::os::unix::net::UnixStream) {
+    let dir = TempDir::new(tag);
     let sock = dir.join("serial.sock");
     let serial = format!("socket={}", sock.display());
-    let mut vmm = Vmm::boot(&guest("echo"), &["--serial", &serial]);
-    let mut conn = poll(Duration::from_secs(10), || {
+    let vmm = Vmm::boot(&guest("echo"), &["--serial", &serial]);
+    let conn = poll(Duration::from_secs(10), || {
         std::os::unix::net::UnixStream::connect(&sock).ok()
     })
     .unwrap_or_else(|| panic!("serial socket never accepted\n{}", vmm.describe()));
+    (dir, vmm, conn)
+}
+
+#[test]
+fn echo_over_serial_socket() {
+    use std::io::{Read, Write};
+    let (_dir, mut vmm, mut conn) = echo_guest_on_a_serial_socket("sersock");
     conn.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     conn.write_all(b"over the socket\n").unwrap();
@@ -278,14 +284,7 @@ fn echo_over_serial_socket() {
 #[test]
 fn a_console_client_that_types_without_reading_loses_nothing() {
     use std::io::{Read, Write};
-    let dir = TempDir::new("serpaste");
-    let sock = dir.join("serial.sock");
-    let serial = format!("socket={}", sock.display());
-    let mut vmm = Vmm::boot(&guest("echo"), &["--serial", &serial]);
-    let mut conn = poll(Duration::from_secs(10), || {
-        std::os::unix::net::UnixStream::connect(&sock).ok()
-    })
-    .unwrap_or_else(|| panic!("serial socket never accepted\n{}", vmm.describe()));
+    let (_dir, mut vmm, mut conn) = echo_guest_on_a_serial_socket("serpaste");
     // A small send buffer, so that a paste of 40 KB is more than the socket holds both
     // ways (one-byte UART writes fill fv-vmm's side after about 270 bytes): here the old
     // blocking UART deadlocked.

@@ -275,6 +275,8 @@ pub struct SerialInput {
     reader: Option<UnixStream>,
     /// Stdin reached its end: it is not watched again.
     stdin_ended: bool,
+    /// The socket client's `backlog_started`, ours to watch without its lock.
+    backlog_started: Option<EventFd>,
     /// Output waits in the socket client's backlog.
     output_waiting: bool,
     /// The fd registered with the event loop and what for.
@@ -292,6 +294,10 @@ impl InputSource {
 impl SerialInput {
     pub fn new(device: Arc<Mutex<SerialDevice>>, source: InputSource) -> io::Result<Self> {
         let ready = lock(&device).input_ready_fd()?;
+        let backlog_started = match &source {
+            InputSource::Socket { client, .. } => Some(lock(client).backlog_started.try_clone()?),
+            InputSource::Stdin(_) | InputSource::None => None,
+        };
         Ok(SerialInput {
             device,
             source,
@@ -299,6 +305,7 @@ impl SerialInput {
             pending: Vec::new(),
             reader: None,
             stdin_ended: false,
+            backlog_started,
             output_waiting: false,
             watched: None,
         })
@@ -443,25 +450,24 @@ impl SerialInput {
 impl MutEventSubscriber for SerialInput {
     fn init(&mut self, ops: &mut EventOps) {
         let _ = ops.add(Events::new(&self.ready, EventSet::IN));
-        match &self.source {
-            InputSource::Socket { listener, client } => {
-                let _ = ops.add(Events::new(listener, EventSet::IN));
-                let _ = ops.add(Events::new(&lock(client).backlog_started, EventSet::IN));
-            }
-            InputSource::Stdin(_) | InputSource::None => {}
+        if let InputSource::Socket { listener, .. } = &self.source {
+            let _ = ops.add(Events::new(listener, EventSet::IN));
+        }
+        if let Some(backlog_started) = &self.backlog_started {
+            let _ = ops.add(Events::new(backlog_started, EventSet::IN));
         }
         self.update_watch(ops);
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         let fd = events.fd();
-        let backlog_fd = self.client().map(|c| lock(c).backlog_started.as_raw_fd());
+        let backlog_fd = self.backlog_started.as_ref().map(|e| e.as_raw_fd());
         if fd == self.ready.as_raw_fd() {
             let _ = self.ready.read();
             self.flush_pending();
         } else if Some(fd) == backlog_fd {
-            if let Some(client) = self.client() {
-                let _ = lock(client).backlog_started.read();
+            if let Some(backlog_started) = &self.backlog_started {
+                let _ = backlog_started.read();
             }
             self.send_backlog();
         } else if matches!(&self.source, InputSource::Socket { listener, .. } if listener.as_raw_fd() == fd)
@@ -504,6 +510,23 @@ mod tests {
     /// a lost or reordered byte.
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Everything the client's end `theirs` gets while the backlog is sent (as the event
+    /// loop would on EPOLLOUT), until the backlog is empty and nothing is left to read.
+    fn read_as_the_backlog_drains(client: &SocketClient, theirs: &UnixStream) -> Vec<u8> {
+        theirs.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            let drained = client.lock().unwrap().send_backlog();
+            match (&*theirs).read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained => return got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     #[test]
@@ -555,18 +578,7 @@ mod tests {
             started, 1,
             "the event loop is woken once, when output starts to wait"
         );
-        theirs.set_nonblocking(true).unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 65536];
-        while got.len() < sent.len() {
-            let drained = client.lock().unwrap().send_backlog();
-            match (&theirs).read(&mut buf) {
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained => break,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let got = read_as_the_backlog_drains(&client, &theirs);
         assert_eq!(got.len(), sent.len());
         assert!(got == sent, "the client's output differs from the guest's");
     }
@@ -582,18 +594,7 @@ mod tests {
         }
         let backlog = client.lock().unwrap().backlog.len();
         assert_eq!(backlog, BACKLOG_LIMIT);
-        theirs.set_nonblocking(true).unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 65536];
-        loop {
-            let drained = client.lock().unwrap().send_backlog();
-            match (&theirs).read(&mut buf) {
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained => break,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let got = read_as_the_backlog_drains(&client, &theirs);
         let first = got.len() - BACKLOG_LIMIT;
         assert!(
             got[..first] == sent[..first],
