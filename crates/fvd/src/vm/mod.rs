@@ -494,37 +494,27 @@ impl Vms {
                 .args(["check", "-r", "all", "-f", "qcow2"])
                 .arg(&path)
                 .output();
-            match repaired {
-                Ok(out) if out.status.success() => tracing::info!(
-                    "VM {vm}: {} checked after fv-vmm was killed: {}",
-                    path.display(),
-                    String::from_utf8_lossy(&out.stdout).trim()
-                ),
-                Ok(out) => self.alert(
-                    db,
-                    uuid,
-                    "VDI_NOT_REPAIRED",
-                    2,
-                    &format!(
-                        "{} may be damaged (fv-vmm was killed) and qemu-img check -r all \
-                         could not mend it: {} {}",
+            let why = match repaired {
+                Ok(out) if out.status.success() => {
+                    tracing::info!(
+                        "VM {vm}: {} checked after fv-vmm was killed: {}",
                         path.display(),
-                        String::from_utf8_lossy(&out.stdout).trim(),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
+                        String::from_utf8_lossy(&out.stdout).trim()
+                    );
+                    continue;
+                }
+                Ok(out) => format!(
+                    "qemu-img check -r all could not mend it: {} {}",
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
                 ),
-                Err(e) => self.alert(
-                    db,
-                    uuid,
-                    "VDI_NOT_REPAIRED",
-                    2,
-                    &format!(
-                        "{} may be damaged (fv-vmm was killed); qemu-img (Debian \
-                         qemu-utils) could not run: {e}",
-                        path.display()
-                    ),
-                ),
-            }
+                Err(e) => format!("qemu-img (Debian qemu-utils) could not run: {e}"),
+            };
+            let body = format!(
+                "{} may be damaged (fv-vmm was killed); {why}",
+                path.display()
+            );
+            self.alert(db, uuid, "VDI_NOT_REPAIRED", 2, &body);
         }
         Ok(())
     }
